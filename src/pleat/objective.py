@@ -1,0 +1,261 @@
+"""The partial local entropy losses (eq 14, 19, 22, 23) as a loss object for any model and training loop."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from pleat import engines
+from pleat.kernels import Box, Kernel
+from pleat.select import LayerSpec, describe, select
+
+KINDS = ("pla", "plea")
+ENGINES = ("auto", "vectorised", "sequential")
+# "auto" prefers the vectorised engine unless its stacked perturbations would take more memory than this.
+AUTO_SEQUENTIAL_BYTES = 2 * 2**30
+
+
+@dataclass(frozen=True)
+class Last:
+    """What the last call saw; every tensor is detached and stays on the model's device (no host sync).
+
+    Attributes:
+        loss: the sampled loss that was returned, 0-d.
+        centre_loss: L(W) at the unperturbed weights, 0-d.
+        output: the model's output at the unperturbed weights (for training accuracy without another forward).
+        losses: per-point losses `[y+1]`, the centre first.
+        log_weights: per-point log-kernel `-d(ΔW^a)` `[y+1]` (0 for the centre and for flat kernels).
+        curvature: estimate of tr(H_UU), the Hessian trace over the smoothed weights: the mean rise of the loss
+            over the perturbed points divided by variance/2 (R²/6 for the hard box); None without perturbations.
+        curvature_se: its standard error over the points.
+    """
+
+    loss: Tensor
+    centre_loss: Tensor
+    output: object
+    losses: Tensor
+    log_weights: Tensor
+    curvature: Tensor | None
+    curvature_se: Tensor | None
+
+
+def aggregate(kind: str, losses: Tensor, log_weights: Tensor, beta: float = 1.0) -> Tensor:
+    """Combine per-point losses `[y+1]` (centre first) into the sampled loss.
+
+    pla (eq 19; eq 23 for the hard box): (1/(y+1)) [L_0 + Σ_a K_a L_a], K_a = exp(log_weights[a]).
+    plea (eq 14; eq 22 for the hard box): -log{(1/(y+1)) [e^{-β L_0} + Σ_a e^{-β L_a - d_a}]}.
+    Both are divided by y+1, so sampling does not act as a larger learning rate.
+    """
+    points = losses.shape[0]
+    log_weights = log_weights.to(losses.dtype)
+    if kind == "pla":
+        return (losses * log_weights.exp()).sum() / points
+    return math.log(points) - torch.logsumexp(-beta * losses + log_weights, dim=0)
+
+
+class PartialLocalEntropy:
+    """The sampled partial local entropy of a model, restricted to chosen layers.
+
+    `loss = obj(inputs, targets)` evaluates the model's loss at the centre W and at y points W + ΔW^a whose
+    perturbations are non-zero only on the selected weights U, and combines them (see `aggregate`).
+    `loss.backward()` leaves in `.grad` the exact gradient of that sampled loss. Parameters are never modified;
+    only the centre point updates BatchNorm running statistics; dropout masks are independent per point.
+
+    Args:
+        model: any module, or a DistributedDataParallel wrapper.
+        loss_fn: `loss_fn(output, targets) -> scalar tensor`, e.g. `torch.nn.functional.cross_entropy`.
+        layers: the smoothed subset U: 1-based weight-layer index (Linear/Conv in registration order), module
+            name, glob pattern over module names, module type, callable `(name, module) -> bool`, a list of these,
+            or "all" (every weight layer: the isotropic case).
+        radius: R, half-side of the smoothing hypercube, per weight (required for the box kernels).
+        samples: y, extra points besides the centre.
+        kind: "pla" (partial local average, eq 19/23) or "plea" (partial local entropy, eq 14/22).
+        sharpness: k, steepness of the soft box (eq 5); inf is the hard box of the paper's experiments.
+        include_bias: also smooth the biases of the selected layers (the paper never does).
+        generator: source of the perturbations; same state, same perturbations. None: an own generator seeded
+            from torch's global RNG at construction, offset by the rank under torch.distributed unless
+            `same_across_ranks`.
+        kernel: a kernel object instead of radius/sharpness, e.g. `pleat.Gaussian(gamma=1e4)` (eq 1).
+        beta: β, inverse temperature of "plea" (eq 1); 1 in eq 14/22.
+        antithetic: draw points in pairs (ΔW, -ΔW): the first-order term cancels, lowering the variance.
+        engine: "vectorised" (one vmap over the points), "sequential" (one point at a time, bounded memory) or
+            "auto" (vectorised unless its perturbations exceed 2 GiB or vmap cannot run the model).
+        same_across_ranks: under torch.distributed with `generator=None`, draw identical perturbations on every
+            rank instead of independent ones.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[..., Tensor],
+        *,
+        layers: LayerSpec | Iterable[LayerSpec] | None,
+        radius: float | None = None,
+        samples: int = 4,
+        kind: str = "pla",
+        sharpness: float = math.inf,
+        include_bias: bool = False,
+        generator: torch.Generator | None = None,
+        kernel: Kernel | None = None,
+        beta: float = 1.0,
+        antithetic: bool = False,
+        engine: str = "auto",
+        same_across_ranks: bool = False,
+    ):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise TypeError("loss_fn must be callable as loss_fn(output, targets) -> scalar tensor")
+        if kernel is None:
+            if radius is None:
+                raise ValueError("radius is required: the half-side R of the hypercube per weight (the paper uses "
+                                 "0.01), or pass kernel=pleat.Gaussian(gamma=...)")
+            kernel = Box(radius, sharpness)
+        elif radius is not None or not math.isinf(sharpness):
+            raise ValueError("give either kernel= or radius=/sharpness=, not both")
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+            raise ValueError(f"samples must be an integer >= 0 (the paper uses 4), got {samples!r}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
+            raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+        if antithetic and samples % 2:
+            raise ValueError(f"antithetic points come in pairs: samples must be even, got {samples}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+
+        module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        self.model, self.loss_fn = model, loss_fn
+        self.selected = select(module, layers, include_bias)
+        self.target = engines.Target(model, module, "module." if module is not model else "", loss_fn, self.selected)
+        self.kernel, self.samples, self.kind, self.beta = kernel, samples, kind, float(beta)
+        self.antithetic, self.engine = antithetic, engine
+        self.generator = generator
+        if generator is None:
+            seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+            if torch.distributed.is_available() and torch.distributed.is_initialized() and not same_across_ranks:
+                seed += 1_000_003 * torch.distributed.get_rank()
+            self._seed = seed
+        self.last: Last | None = None
+
+    def describe(self) -> str:
+        """The resolved subset U: parameter names, shapes and counts, and how points are drawn."""
+        return (f"{self.kind} over {self.samples} points + centre, kernel {self.kernel}\n" + describe(self.selected))
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if self.generator is None:
+            self.generator = torch.Generator(device).manual_seed(self._seed)
+        elif self.generator.device.type != device.type:
+            raise ValueError(f"generator is on {self.generator.device} but the model is on {device}; "
+                             f"pass torch.Generator(device={str(device)!r})")
+        return self.generator
+
+    def _draw_point(self, params: dict[str, Tensor], g: torch.Generator) -> dict[str, Tensor]:
+        return {s.name: self.kernel.sample_(torch.empty_like(params[s.name]), g) for s in self.selected}
+
+    def _weigh(self, delta: dict[str, Tensor]) -> Tensor:
+        return sum(self.kernel.log_weight(d) for d in delta.values())
+
+    def _draw_all(self, params: dict[str, Tensor], g: torch.Generator) -> dict[str, Tensor]:
+        """All points' perturbations `[y+1, *shape]` per parameter, row 0 zero; same order as the sequential engine."""
+        points = self.samples + 1
+        out = {s.name: torch.empty((points, *s.shape), dtype=params[s.name].dtype, device=params[s.name].device)
+               for s in self.selected}
+        for d in out.values():
+            d[0].zero_()
+        step = 2 if self.antithetic else 1
+        for a in range(1, points, step):
+            for d in out.values():
+                self.kernel.sample_(d[a], g)
+                if self.antithetic:
+                    torch.neg(d[a], out=d[a + 1])
+        return out
+
+    def _choose_engine(self, params: dict[str, Tensor]) -> str:
+        if self.engine != "auto":
+            return self.engine
+        size = sum(s.numel * params[s.name].element_size() for s in self.selected) * (self.samples + 1)
+        return "sequential" if size > AUTO_SEQUENTIAL_BYTES else "vectorised"
+
+    def __call__(self, inputs: Tensor | tuple, targets) -> Tensor:
+        """The sampled loss at `inputs`, `targets`; see the class docstring."""
+        args = inputs if isinstance(inputs, tuple) else (inputs,)
+        params = dict(self.target.module.named_parameters())
+        device = params[self.selected[0].name].device
+        for a in args:
+            if isinstance(a, Tensor) and a.device != device:
+                raise ValueError(f"inputs are on {a.device} but the model is on {device}; move them with "
+                                 f".to({str(device)!r})")
+        g = self._generator(device)
+        saved = {n: b.clone() for n, b in self.target.module.named_buffers()
+                 if engines._in_batchnorm(self.target.module, n)}
+        try:
+            loss, losses, log_weights, out = self._evaluate(params, g, args, targets)
+        except BaseException:
+            with torch.no_grad():  # a failed call leaves no trace, not even in BatchNorm statistics
+                for n, b in self.target.module.named_buffers():
+                    if n in saved:
+                        b.copy_(saved[n])
+            raise
+        self.last = self._summarise(loss, losses, log_weights, out)
+        return loss
+
+    def _evaluate(self, params, g, args, targets):
+        if self.samples == 0 or (isinstance(self.kernel, Box) and self.kernel.radius == 0 and self.kernel.flat):
+            # no perturbation: exactly the plain loss
+            out = self.model(*args)
+            loss = engines._check_scalar(self.loss_fn(out, targets))
+            losses, log_weights = loss.unsqueeze(0), torch.zeros(1, dtype=loss.dtype, device=loss.device)
+        else:
+            engine = self._choose_engine(params)
+            losses = None
+            if engine == "vectorised":
+                state = g.get_state()
+                deltas = self._draw_all(params, g)
+                try:
+                    losses, out = engines.vectorised(self.target, deltas, args, targets)
+                except RuntimeError as e:
+                    if self.engine != "auto" or not _is_vmap_error(e):
+                        raise
+                    warnings.warn(f"pleat: vmap cannot run this model ({str(e).splitlines()[0]}); falling back to "
+                                  "the sequential engine (pass engine='sequential' to silence)", stacklevel=2)
+                    self.engine = "sequential"
+                    g.set_state(state)
+                else:
+                    if self.kernel.flat:
+                        log_weights = torch.zeros_like(losses)
+                    else:
+                        log_weights = torch.stack([self._weigh({n: d[a] for n, d in deltas.items()})
+                                                   for a in range(self.samples + 1)])
+                        log_weights[0] = 0
+            if losses is None:
+                losses, out, lw = engines.sequential(
+                    self.target, lambda gen: self._draw_point(params, gen), g, self.samples, args, targets,
+                    self._weigh, self.antithetic)
+                log_weights = torch.cat([torch.zeros(1, dtype=lw.dtype, device=lw.device), lw])
+        return aggregate(self.kind, losses, log_weights, self.beta), losses, log_weights, out
+
+    def _summarise(self, loss: Tensor, losses: Tensor, log_weights: Tensor, out) -> Last:
+        losses = losses.detach()
+        curvature = curvature_se = None
+        if losses.shape[0] > 1 and self.kernel.variance > 0:
+            rise = losses[1:] - losses[0]
+            scale = self.kernel.variance / 2  # E[ΔWᵀ H ΔW]/2 = (variance/2) tr(H_UU)
+            curvature = rise.mean() / scale
+            if rise.shape[0] > 1:
+                curvature_se = rise.std() / math.sqrt(rise.shape[0]) / scale
+        detach = (lambda t: t.detach() if isinstance(t, Tensor) else t)
+        output = torch.utils._pytree.tree_map(detach, out)
+        return Last(loss.detach(), losses[0], output, losses, log_weights.detach(), curvature, curvature_se)
+
+
+def _is_vmap_error(e: RuntimeError) -> bool:
+    text = str(e).lower()
+    return any(w in text for w in ("vmap", "batching rule", "functorch", "batched tensor"))

@@ -1,0 +1,133 @@
+"""Which weights are smoothed: resolve a user's `layers=` into parameter names (the subset U of the paper)."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from torch import nn
+
+# Modules that count as "weight layers" for the paper's 1-based numbering (Linear and convolutions).
+WEIGHT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.modules.conv._ConvNd)
+
+LayerSpec = int | str | type | Callable[[str, nn.Module], bool]
+
+
+@dataclass(frozen=True)
+class Selected:
+    """One smoothed parameter: `name` in `model.named_parameters()`, owned by module `module_name`."""
+
+    name: str
+    module_name: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's Linear/Conv modules in registration order (the forward order of sequential models).
+
+    Layer `i` of the paper is `weight_layers(model)[i - 1]`.
+    """
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, WEIGHT_LAYER_TYPES) and getattr(m, "weight", None) is not None
+    ]
+
+
+def available(model: nn.Module) -> str:
+    """A readable list of the selectable layers, for error messages."""
+    rows = [f"  {i}: {name} ({type(m).__name__}, weight {tuple(m.weight.shape)})"
+            for i, (name, m) in enumerate(weight_layers(model), start=1)]
+    return "available weight layers (index: name):\n" + ("\n".join(rows) or "  (none)")
+
+
+def _owns_weight(m: nn.Module) -> bool:
+    return isinstance(m.__dict__.get("_parameters", {}).get("weight"), nn.Parameter)
+
+
+def _match(model: nn.Module, spec: LayerSpec) -> list[str]:
+    """Module names selected by one entry of `layers=`."""
+    layers = weight_layers(model)
+    modules = dict(model.named_modules())
+    if isinstance(spec, bool):
+        raise TypeError(f"layers entry {spec!r} is a bool; give 1-based layer indices, names or patterns")
+    if isinstance(spec, int):
+        if not 1 <= spec <= len(layers):
+            raise ValueError(f"layer index {spec} is out of range 1..{len(layers)}; {available(model)}")
+        return [layers[spec - 1][0]]
+    if isinstance(spec, str):
+        if spec in modules:
+            m = modules[spec]
+            if _owns_weight(m):
+                return [spec]
+            inner = [n for n, _ in layers if n.startswith(spec + ".") or spec == ""]
+            raise ValueError(
+                f"layers entry {spec!r} names a container holding {len(inner)} weight layers, which is ambiguous; "
+                f"name them, or use the pattern {spec + '.*'!r}; {available(model)}"
+            )
+        if spec.endswith(".weight") and spec[: -len(".weight")] in modules:
+            return [spec[: -len(".weight")]]
+        hits = [n for n, m in modules.items() if n and fnmatch.fnmatchcase(n, spec) and _owns_weight(m)]
+        return hits
+    if isinstance(spec, type) and issubclass(spec, nn.Module):
+        return [n for n, m in modules.items() if isinstance(m, spec) and _owns_weight(m)]
+    if callable(spec):
+        return [n for n, m in modules.items() if _owns_weight(m) and spec(n, m)]
+    raise TypeError(
+        f"layers entry {spec!r} of type {type(spec).__name__} is not understood; give a 1-based index, a module name, "
+        "a glob pattern, a module type or a callable (name, module) -> bool"
+    )
+
+
+def select(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec] | None, include_bias: bool = False) -> list[Selected]:
+    """Resolve `layers` to the parameters to smooth, in registration order.
+
+    Args:
+        model: the network.
+        layers: one spec or a list of specs (1-based weight-layer index, module name, glob pattern over module
+            names, module type, or callable `(name, module) -> bool`); `"all"` or `None` selects every weight layer
+            (the isotropic case).
+        include_bias: also smooth the biases of the selected modules (the paper never does).
+
+    Returns:
+        The selected parameters; raises `ValueError` listing the available layers when nothing matches.
+    """
+    if layers is None or layers == "all":
+        names = [n for n, _ in weight_layers(model)]
+    else:
+        specs = [layers] if isinstance(layers, (int, str, type)) or callable(layers) else list(layers)
+        if not specs:
+            raise ValueError(f"layers is empty: nothing would be smoothed; {available(model)}")
+        names = []
+        for spec in specs:
+            hits = _match(model, spec)
+            if not hits:
+                raise ValueError(f"layers entry {spec!r} matches no layer with a weight; {available(model)}")
+            names += [h for h in hits if h not in names]
+    modules = dict(model.named_modules())
+    order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+    chosen = []
+    for mname in sorted(names, key=order.__getitem__):
+        m = modules[mname]
+        for pname in ("weight", "bias") if include_bias else ("weight",):
+            p = m._parameters.get(pname)
+            if isinstance(p, nn.Parameter):
+                chosen.append(Selected(f"{mname}.{pname}" if mname else pname, mname, tuple(p.shape)))
+    return chosen
+
+
+def describe(selected: list[Selected]) -> str:
+    """A table of the smoothed parameters: name, shape, count."""
+    width = max([len(s.name) for s in selected] + [9])
+    lines = [f"{'parameter':<{width}}  {'shape':<18} {'count':>10}"]
+    lines += [f"{s.name:<{width}}  {str(s.shape):<18} {s.numel:>10,}" for s in selected]
+    lines.append(f"{'total':<{width}}  {'':<18} {sum(s.numel for s in selected):>10,}")
+    return "\n".join(lines)
