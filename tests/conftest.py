@@ -9,14 +9,23 @@ from torch import nn
 
 def mlp(dropout: float = 0.0) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Dropout(dropout), nn.Linear(5, 4), nn.Tanh(),
-                         nn.Linear(4, 3)).double()
+    return nn.Sequential(
+        nn.Linear(6, 5), nn.ReLU(), nn.Dropout(dropout), nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)
+    ).double()
 
 
 def cnn(dropout: float = 0.0) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(),
-                         nn.Flatten(), nn.Dropout(dropout), nn.Linear(64, 3)).double()
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(64, 3),
+    ).double()
 
 
 def batch(model: nn.Module, n: int = 7):
@@ -26,12 +35,17 @@ def batch(model: nn.Module, n: int = 7):
 
 
 def draw_like_pleat(model, names, samples, radius, seed, antithetic=False):
-    """The documented draw order: point by point, parameter by parameter, uniform in [-R, R]."""
+    """The documented draw order: point by point, parameter by parameter, four int16 levels per 64 random bits."""
     g = torch.Generator().manual_seed(seed)
     params = dict(model.named_parameters())
     points = []
     while len(points) < samples:
-        d = {n: torch.empty_like(params[n]).uniform_(-radius, radius, generator=g) for n in names}
+        d = {}
+        for n in names:
+            k = params[n].numel()
+            bits = torch.empty((k + 3) // 4, dtype=torch.int64).random_(-(2**63), None, generator=g)
+            levels = bits.view(torch.int16)[:k].double().view(params[n].shape)
+            d[n] = (2 * levels + 1) * radius / 2**16
         points.append(d)
         if antithetic:
             points.append({n: -t for n, t in d.items()})
@@ -53,8 +67,14 @@ def naive(model, loss_fn, inputs, targets, deltas, kind="pla", log_weights=None,
                 if n in d:
                     p.add_(d[n])
         loss = loss_fn(m(inputs), targets)
-        grads.append(dict(zip([n for n, _ in m.named_parameters()],
-                              torch.autograd.grad(loss, list(m.parameters()), allow_unused=True))))
+        grads.append(
+            dict(
+                zip(
+                    [n for n, _ in m.named_parameters()],
+                    torch.autograd.grad(loss, list(m.parameters()), allow_unused=True),
+                )
+            )
+        )
         losses.append(loss.detach())
         copies.append(m)
     losses = torch.stack(losses)

@@ -33,15 +33,23 @@ def test_matches_naive_loop(engine, kind, make, layers):
     deltas = draw_like_pleat(model, names_of(model, layers), 4, 0.3, seed=5)
     loss_ref, grad_ref, centre = naive(ref_model, F.cross_entropy, x, t, deltas, kind)
 
-    obj = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=layers, radius=0.3, samples=4, kind=kind,
-                                    generator=torch.Generator().manual_seed(5), engine=engine)
+    obj = pleat.PartialLocalEntropy(
+        model,
+        F.cross_entropy,
+        layers=layers,
+        radius=0.3,
+        samples=4,
+        kind=kind,
+        generator=torch.Generator().manual_seed(5),
+        engine=engine,
+    )
     loss = obj(x, t)
     loss.backward()
     assert_close(loss.detach(), loss_ref)
     for n, p in model.named_parameters():
         assert_close(p.grad, grad_ref[n])
     # only the centre updated the BatchNorm statistics, exactly as one plain forward would
-    for (n, b), (_, b_ref) in zip(model.named_buffers(), centre.named_buffers()):
+    for b, b_ref in zip(model.buffers(), centre.buffers()):
         assert_close(b, b_ref)
     assert obj.last.output.shape == (x.shape[0], 3)
 
@@ -53,8 +61,16 @@ def test_sequential_matches_naive_with_dropout(kind):
     deltas = draw_like_pleat(model, names_of(model, [2]), 3, 0.2, seed=2)
     torch.manual_seed(11)
     loss_ref, grad_ref, _ = naive(copy.deepcopy(model), F.cross_entropy, x, t, deltas, kind)
-    obj = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[2], radius=0.2, samples=3, kind=kind,
-                                    generator=torch.Generator().manual_seed(2), engine="sequential")
+    obj = pleat.PartialLocalEntropy(
+        model,
+        F.cross_entropy,
+        layers=[2],
+        radius=0.2,
+        samples=3,
+        kind=kind,
+        generator=torch.Generator().manual_seed(2),
+        engine="sequential",
+    )
     torch.manual_seed(11)
     obj(x, t).backward()
     assert_close(obj.last.loss, loss_ref)
@@ -65,8 +81,7 @@ def test_sequential_matches_naive_with_dropout(kind):
 def test_vectorised_dropout_masks_differ_per_point():
     model = mlp(dropout=0.5)
     x, t = batch(model, 32)
-    obj = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[3], radius=1e-30, samples=4,
-                                    engine="vectorised")
+    obj = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[3], radius=1e-30, samples=4, engine="vectorised")
     obj(x, t)
     assert obj.last.losses.unique().numel() == 5  # the perturbation is negligible: only the masks differ
 
@@ -77,16 +92,22 @@ def test_engines_agree_soft_box_and_antithetic(engine):
     x, t = batch(model)
     kwargs = dict(layers=[1, 3], radius=0.1, sharpness=20.0, samples=4, kind="plea", antithetic=True)
     ref = copy.deepcopy(model)
-    a = pleat.PartialLocalEntropy(model, F.cross_entropy, generator=torch.Generator().manual_seed(3),
-                                  engine=engine, **kwargs)
-    b = pleat.PartialLocalEntropy(ref, F.cross_entropy, generator=torch.Generator().manual_seed(3),
-                                  engine="sequential" if engine == "vectorised" else "vectorised", **kwargs)
+    a = pleat.PartialLocalEntropy(
+        model, F.cross_entropy, generator=torch.Generator().manual_seed(3), engine=engine, **kwargs
+    )
+    b = pleat.PartialLocalEntropy(
+        ref,
+        F.cross_entropy,
+        generator=torch.Generator().manual_seed(3),
+        engine="sequential" if engine == "vectorised" else "vectorised",
+        **kwargs,
+    )
     a(x, t).backward()
     b(x, t).backward()
     assert_close(a.last.losses, b.last.losses)
     assert_close(a.last.log_weights, b.last.log_weights)
     assert (a.last.log_weights[1:] < 0).all()
-    for (n, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+    for p, q in zip(model.parameters(), ref.parameters()):
         assert_close(p.grad, q.grad)
     # antithetic: pairs (ΔW, -ΔW) have equal kernel weight
     assert_close(a.last.log_weights[1::2], a.last.log_weights[2::2])
@@ -96,14 +117,23 @@ def test_soft_box_weights_match_naive_reference():
     model = mlp()
     x, t = batch(model)
     radius, k = 0.2, 8.0
-    obj = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[2], radius=radius, sharpness=k, samples=3,
-                                    kind="pla", generator=torch.Generator().manual_seed(4))
+    obj = pleat.PartialLocalEntropy(
+        model,
+        F.cross_entropy,
+        layers=[2],
+        radius=radius,
+        sharpness=k,
+        samples=3,
+        kind="pla",
+        generator=torch.Generator().manual_seed(4),
+    )
     loss = obj(x, t)
     loss.backward()
     h = radius + math.log(1e4) / (2 * k)
     deltas = draw_like_pleat(model, ["3.weight"], 3, h, seed=4)
-    lw = torch.tensor([0.0] + [-sum(naive_distance(d, radius, k) for d in p.values()) for p in deltas],
-                      dtype=torch.float64)
+    lw = torch.tensor(
+        [0.0] + [-sum(naive_distance(d, radius, k) for d in p.values()) for p in deltas], dtype=torch.float64
+    )
     loss_ref, grad_ref, _ = naive(copy.deepcopy(model), F.cross_entropy, x, t, deltas, "pla", lw)
     assert_close(loss.detach(), loss_ref)
     assert_close(obj.last.log_weights, lw)
@@ -135,13 +165,21 @@ def test_soft_box_distance_eq5_and_limit():
 def test_soft_box_tends_to_box_as_sharpness_grows():
     model = mlp()
     x, t = batch(model)
-    box = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[2], radius=0.2, samples=4,
-                                    generator=torch.Generator().manual_seed(9))
+    box = pleat.PartialLocalEntropy(
+        model, F.cross_entropy, layers=[2], radius=0.2, samples=4, generator=torch.Generator().manual_seed(9)
+    )
     ref = float(box(x, t).detach())
     gaps = []
     for k in [1e2, 1e4, 1e6]:
-        soft = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[2], radius=0.2, samples=4, sharpness=k,
-                                         generator=torch.Generator().manual_seed(9))
+        soft = pleat.PartialLocalEntropy(
+            model,
+            F.cross_entropy,
+            layers=[2],
+            radius=0.2,
+            samples=4,
+            sharpness=k,
+            generator=torch.Generator().manual_seed(9),
+        )
         gaps.append(abs(float(soft(x, t).detach()) - ref))
     assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-4
 
@@ -170,8 +208,15 @@ def test_plea_below_pla_on_same_points():
     for seed in range(5):
         vals = {}
         for kind in ["pla", "plea"]:
-            obj = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1, 2], radius=1.0, samples=6,
-                                            kind=kind, generator=torch.Generator().manual_seed(seed))
+            obj = pleat.PartialLocalEntropy(
+                model,
+                F.cross_entropy,
+                layers=[1, 2],
+                radius=1.0,
+                samples=6,
+                kind=kind,
+                generator=torch.Generator().manual_seed(seed),
+            )
             vals[kind] = float(obj(x, t).detach())
         assert vals["plea"] <= vals["pla"]
 
@@ -197,8 +242,15 @@ def test_quadratic_rise_and_curvature(engine):
     model = Quadratic()
     x = torch.zeros(1, 12, dtype=torch.float64)
     R, y, trials = 0.3, 4, 300
-    obj = pleat.PartialLocalEntropy(model, lambda out, _: out, layers=[1], radius=R, samples=y,
-                                    generator=torch.Generator().manual_seed(0), engine=engine)
+    obj = pleat.PartialLocalEntropy(
+        model,
+        lambda out, _: out,
+        layers=[1],
+        radius=R,
+        samples=y,
+        generator=torch.Generator().manual_seed(0),
+        engine=engine,
+    )
     rises, curv = [], []
     for _ in range(trials):
         loss = obj(x, None)
@@ -214,8 +266,16 @@ def test_quadratic_rise_and_curvature(engine):
 def test_gaussian_kernel_curvature():
     model = Quadratic()
     x = torch.zeros(1, 12, dtype=torch.float64)
-    obj = pleat.PartialLocalEntropy(model, lambda out, _: out, layers=[1], kernel=pleat.Gaussian(gamma=50.0),
-                                    samples=8, kind="plea", beta=2.0, generator=torch.Generator().manual_seed(1))
+    obj = pleat.PartialLocalEntropy(
+        model,
+        lambda out, _: out,
+        layers=[1],
+        kernel=pleat.Gaussian(gamma=50.0),
+        samples=8,
+        kind="plea",
+        beta=2.0,
+        generator=torch.Generator().manual_seed(1),
+    )
     curv = []
     for _ in range(300):
         obj(x, None)
@@ -229,8 +289,9 @@ def test_state_untouched_and_unselected_never_move(engine):
     model = cnn(dropout=0.2)
     x, t = batch(model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    obj = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[2], radius=0.5, samples=3, engine=engine,
-                                    include_bias=False)
+    obj = pleat.PartialLocalEntropy(
+        model, F.cross_entropy, layers=[2], radius=0.5, samples=3, engine=engine, include_bias=False
+    )
     seen = {}
 
     def spy(out, t):
@@ -278,6 +339,7 @@ def test_perturbations_only_on_selected_weights():
     obj(x, t)
     # the sequential engine calls functional_call with only the smoothed weight replaced
     from torch.func import functional_call
+
     params = dict(model.named_parameters())
     calls = []
     orig = functional_call
@@ -287,11 +349,13 @@ def test_perturbations_only_on_selected_weights():
         return orig(module, state, *a, **k)
 
     import pleat.engines as eng
+
     eng.functional_call = recording
     try:
         obj(x, t)
-        pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1], radius=0.5, samples=2, include_bias=True,
-                                  engine="sequential")(x, t)
+        pleat.PartialLocalEntropy(
+            model, F.cross_entropy, layers=[1], radius=0.5, samples=2, include_bias=True, engine="sequential"
+        )(x, t)
     finally:
         eng.functional_call = orig
     assert calls[0] == {"3.weight"} and calls[1] == {"3.weight"}
@@ -306,8 +370,17 @@ def test_bias_smoothing_matches_naive():
     loss_ref, grad_ref, _ = naive(copy.deepcopy(model), F.cross_entropy, x, t, deltas, "plea")
     for engine in ["vectorised", "sequential"]:
         model.zero_grad()
-        obj = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1], radius=0.2, samples=3, kind="plea",
-                                        include_bias=True, generator=torch.Generator().manual_seed(6), engine=engine)
+        obj = pleat.PartialLocalEntropy(
+            model,
+            F.cross_entropy,
+            layers=[1],
+            radius=0.2,
+            samples=3,
+            kind="plea",
+            include_bias=True,
+            generator=torch.Generator().manual_seed(6),
+            engine=engine,
+        )
         obj(x, t).backward()
         assert_close(obj.last.loss, loss_ref)
         for n, p in model.named_parameters():
@@ -319,8 +392,9 @@ def test_same_generator_same_numbers():
     x, t = batch(model)
     runs = []
     for _ in range(2):
-        obj = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1, 2], radius=0.1,
-                                        generator=torch.Generator().manual_seed(0))
+        obj = pleat.PartialLocalEntropy(
+            model, F.cross_entropy, layers=[1, 2], radius=0.1, generator=torch.Generator().manual_seed(0)
+        )
         runs.append(obj(x, t).detach())
     assert torch.equal(*runs)
     torch.manual_seed(3)
@@ -350,11 +424,13 @@ def test_grad_scaler():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
     x, t = torch.randn(8, 6), torch.randint(0, 3, (8,))
-    obj = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[2], radius=0.01,
-                                    generator=torch.Generator().manual_seed(0))
+    obj = pleat.PartialLocalEntropy(
+        model, F.cross_entropy, layers=[2], radius=0.01, generator=torch.Generator().manual_seed(0)
+    )
     ref = copy.deepcopy(model)
-    pleat.PartialLocalEntropy(ref, F.cross_entropy, layers=[2], radius=0.01,
-                              generator=torch.Generator().manual_seed(0))(x, t).backward()
+    pleat.PartialLocalEntropy(
+        ref, F.cross_entropy, layers=[2], radius=0.01, generator=torch.Generator().manual_seed(0)
+    )(x, t).backward()
     scaler.scale(obj(x, t)).backward()
     scaler.unscale_(opt)
     for p, q in zip(model.parameters(), ref.parameters()):
@@ -375,12 +451,19 @@ def test_engine_auto_falls_back_when_vmap_cannot_run():
 
     model = NoVmap()
     x, t = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
-    obj = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1], radius=0.1,
-                                    generator=torch.Generator().manual_seed(0))
+    obj = pleat.PartialLocalEntropy(
+        model, F.cross_entropy, layers=[1], radius=0.1, generator=torch.Generator().manual_seed(0)
+    )
     with pytest.warns(UserWarning, match="sequential"):
         loss = obj(x, t)
-    ref = pleat.PartialLocalEntropy(copy.deepcopy(model), F.cross_entropy, layers=[1], radius=0.1,
-                                    generator=torch.Generator().manual_seed(0), engine="sequential")
+    ref = pleat.PartialLocalEntropy(
+        copy.deepcopy(model),
+        F.cross_entropy,
+        layers=[1],
+        radius=0.1,
+        generator=torch.Generator().manual_seed(0),
+        engine="sequential",
+    )
     assert_close(loss, ref(x, t))
 
 
@@ -409,8 +492,9 @@ def test_bad_arguments(kwargs, error, match):
 def test_bad_calls():
     model = mlp()
     x, t = batch(model)
-    obj = pleat.PartialLocalEntropy(model, lambda out, t: F.cross_entropy(out, t, reduction="none"), layers=[1],
-                                    radius=0.1)
+    obj = pleat.PartialLocalEntropy(
+        model, lambda out, t: F.cross_entropy(out, t, reduction="none"), layers=[1], radius=0.1
+    )
     with pytest.raises(ValueError, match="scalar"):
         obj(x, t)
     obj = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1], radius=0.1)
@@ -418,3 +502,18 @@ def test_bad_calls():
         obj(x.to("meta"), t)
     with pytest.raises(ValueError, match="gamma"):
         pleat.Gaussian(0.0)
+
+
+def test_box_draws_uniform_moments_and_range():
+    out = torch.empty(400_000, dtype=torch.float64)
+    pleat.Box(0.3).sample_(out, torch.Generator().manual_seed(0))
+    assert out.abs().max() < 0.3
+    n = out.numel()
+    assert abs(float(out.mean())) < 4 * 0.3 / math.sqrt(3 * n)
+    var = float(out.var())
+    assert abs(var - pleat.Box(0.3).variance) < 4 * 0.3**2 * math.sqrt(4 / 45 / n)  # sd of the sample variance
+    hist = torch.histc(out, bins=10, min=-0.3, max=0.3)
+    assert ((hist - n / 10).abs() < 4 * math.sqrt(n / 10)).all()
+    again = torch.empty_like(out)
+    pleat.Box(0.3).sample_(again, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)

@@ -22,12 +22,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.checkpoint import checkpoint
 from torch.utils._pytree import tree_map
+from torch.utils.checkpoint import checkpoint
 
 from pleat.select import Selected
 
-_is_batched = getattr(getattr(torch._C, "_functorch", None), "is_batchedtensor", lambda t: True)
+_functorch = getattr(torch._C, "_functorch", None)
+_is_batched = getattr(_functorch, "is_batchedtensor", lambda t: True)
+
+
+def _row(stacked: Tensor, i: Tensor) -> Tensor:
+    """Inside vmap over `i = arange(P)`: the batched view whose point i is `stacked[i]`.
+
+    Zero-copy through functorch's `_add_batch_dim` (private, hence the indexing fallback, which copies).
+    """
+    if hasattr(_functorch, "_add_batch_dim") and hasattr(_functorch, "maybe_get_level"):
+        return _functorch._add_batch_dim(stacked, 0, _functorch.maybe_get_level(i))
+    return stacked[i]
+
+
 _BRANCH_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -52,8 +65,11 @@ def _check_scalar(loss: Tensor) -> Tensor:
 
 
 def _tracking_batchnorms(module: nn.Module) -> list[_BatchNorm]:
-    return [m for m in module.modules() if isinstance(m, _BatchNorm) and m.training and m.track_running_stats
-            and m.running_mean is not None]
+    return [
+        m
+        for m in module.modules()
+        if isinstance(m, _BatchNorm) and m.training and m.track_running_stats and m.running_mean is not None
+    ]
 
 
 @contextmanager
@@ -119,14 +135,14 @@ def vectorised(target: Target, deltas: dict[str, Tensor], args: tuple, targets) 
             state["ran"].add(name)
             bias = m.bias  # the bias functional_call installed: perturbed when include_bias
             if _is_batched(x):  # downstream of another perturbation: nothing to share
-                return _apply(m, x, weight + delta[i], bias)
+                return _apply(m, x, weight + _row(delta, i), bias)
             main = _apply(m, x, weight, bias)
             # Linear: features last; Conv: channels at axis 1 (axis 0 for an input without a batch axis).
             axis = -1 if isinstance(m, nn.Linear) else int(x.dim() == weight.dim())
             branch = _apply(m, x, delta[1:].flatten(0, 1), None)  # one product for the y points: [.., y*out, ..]
             branch = branch.unflatten(axis, (points - 1, weight.shape[0])).movedim(axis - 1 if axis < 0 else axis, 0)
             branch = torch.cat([torch.zeros_like(branch[:1]), branch])
-            return main + branch[i]
+            return main + _row(branch, i)
 
         return forward
 
@@ -136,7 +152,7 @@ def vectorised(target: Target, deltas: dict[str, Tensor], args: tuple, targets) 
     def point(i):
         state["i"], state["ran"] = i, set()
         stats.clear()
-        swapped = {target.prefix + n: params[n] + deltas[n][i] for n in substituted}
+        swapped = {target.prefix + n: params[n] + _row(deltas[n], i) for n in substituted}
         out = functional_call(target.model, swapped, args, strict=False)
         loss = _check_scalar(target.loss_fn(out, targets))
         return loss, out, tuple(stats)
@@ -159,9 +175,16 @@ def vectorised(target: Target, deltas: dict[str, Tensor], args: tuple, targets) 
     return losses, tree_map(lambda t: t[0], outs)
 
 
-def sequential(target: Target, draw: Callable[[torch.Generator], dict[str, Tensor]], generator: torch.Generator,
-               samples: int, args: tuple, targets, weigh: Callable[[dict[str, Tensor]], Tensor],
-               antithetic: bool = False) -> tuple[Tensor, object, Tensor | None]:
+def sequential(
+    target: Target,
+    draw: Callable[[torch.Generator], dict[str, Tensor]],
+    generator: torch.Generator,
+    samples: int,
+    args: tuple,
+    targets,
+    weigh: Callable[[dict[str, Tensor]], Tensor],
+    antithetic: bool = False,
+) -> tuple[Tensor, object, Tensor | None]:
     """Per-point losses `[P]` and the centre's output, one point at a time.
 
     Args:
@@ -190,11 +213,11 @@ def sequential(target: Target, draw: Callable[[torch.Generator], dict[str, Tenso
                 g.set_state(start)  # the backward pass redraws this point instead of storing it
                 delta = draw(g)
                 if sign < 0:
-                    delta = {n: -d for n, d in delta.items()}
+                    delta = {n: d.neg_() for n, d in delta.items()}
                 if len(end) < len(signs):  # the forward pass, not the recomputation in backward
                     log_weights.append(weigh(delta))
                     end.append(g.get_state())
-                state = {n: params[n] + d for n, d in delta.items()}
+                state = {n: d.add_(params[n]) for n, d in delta.items()}  # W + ΔW in the noise's own memory
                 state.update({n: module.get_buffer(n).clone() for n in bn_buffers})  # only the centre updates stats
                 out = functional_call(module, state, args, strict=False)
                 return _check_scalar(target.loss_fn(out, targets))

@@ -113,8 +113,10 @@ class PartialLocalEntropy:
             raise TypeError("loss_fn must be callable as loss_fn(output, targets) -> scalar tensor")
         if kernel is None:
             if radius is None:
-                raise ValueError("radius is required: the half-side R of the hypercube per weight (the paper uses "
-                                 "0.01), or pass kernel=pleat.Gaussian(gamma=...)")
+                raise ValueError(
+                    "radius is required: the half-side R of the hypercube per weight (the paper uses "
+                    "0.01), or pass kernel=pleat.Gaussian(gamma=...)"
+                )
             kernel = Box(radius, sharpness)
         elif radius is not None or not math.isinf(sharpness):
             raise ValueError("give either kernel= or radius=/sharpness=, not both")
@@ -147,14 +149,16 @@ class PartialLocalEntropy:
 
     def describe(self) -> str:
         """The resolved subset U: parameter names, shapes and counts, and how points are drawn."""
-        return (f"{self.kind} over {self.samples} points + centre, kernel {self.kernel}\n" + describe(self.selected))
+        return f"{self.kind} over {self.samples} points + centre, kernel {self.kernel}\n" + describe(self.selected)
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if self.generator is None:
             self.generator = torch.Generator(device).manual_seed(self._seed)
         elif self.generator.device.type != device.type:
-            raise ValueError(f"generator is on {self.generator.device} but the model is on {device}; "
-                             f"pass torch.Generator(device={str(device)!r})")
+            raise ValueError(
+                f"generator is on {self.generator.device} but the model is on {device}; "
+                f"pass torch.Generator(device={str(device)!r})"
+            )
         return self.generator
 
     def _draw_point(self, params: dict[str, Tensor], g: torch.Generator) -> dict[str, Tensor]:
@@ -166,8 +170,10 @@ class PartialLocalEntropy:
     def _draw_all(self, params: dict[str, Tensor], g: torch.Generator) -> dict[str, Tensor]:
         """All points' perturbations `[y+1, *shape]` per parameter, row 0 zero; same order as the sequential engine."""
         points = self.samples + 1
-        out = {s.name: torch.empty((points, *s.shape), dtype=params[s.name].dtype, device=params[s.name].device)
-               for s in self.selected}
+        out = {
+            s.name: torch.empty((points, *s.shape), dtype=params[s.name].dtype, device=params[s.name].device)
+            for s in self.selected
+        }
         for d in out.values():
             d[0].zero_()
         step = 2 if self.antithetic else 1
@@ -191,11 +197,13 @@ class PartialLocalEntropy:
         device = params[self.selected[0].name].device
         for a in args:
             if isinstance(a, Tensor) and a.device != device:
-                raise ValueError(f"inputs are on {a.device} but the model is on {device}; move them with "
-                                 f".to({str(device)!r})")
+                raise ValueError(
+                    f"inputs are on {a.device} but the model is on {device}; move them with .to({str(device)!r})"
+                )
         g = self._generator(device)
-        saved = {n: b.clone() for n, b in self.target.module.named_buffers()
-                 if engines._in_batchnorm(self.target.module, n)}
+        saved = {
+            n: b.clone() for n, b in self.target.module.named_buffers() if engines._in_batchnorm(self.target.module, n)
+        }
         try:
             loss, losses, log_weights, out = self._evaluate(params, g, args, targets)
         except BaseException:
@@ -224,21 +232,32 @@ class PartialLocalEntropy:
                 except RuntimeError as e:
                     if self.engine != "auto" or not _is_vmap_error(e):
                         raise
-                    warnings.warn(f"pleat: vmap cannot run this model ({str(e).splitlines()[0]}); falling back to "
-                                  "the sequential engine (pass engine='sequential' to silence)", stacklevel=2)
+                    warnings.warn(
+                        f"pleat: vmap cannot run this model ({str(e).splitlines()[0]}); falling back to "
+                        "the sequential engine (pass engine='sequential' to silence)",
+                        stacklevel=2,
+                    )
                     self.engine = "sequential"
                     g.set_state(state)
                 else:
                     if self.kernel.flat:
                         log_weights = torch.zeros_like(losses)
                     else:
-                        log_weights = torch.stack([self._weigh({n: d[a] for n, d in deltas.items()})
-                                                   for a in range(self.samples + 1)])
+                        log_weights = torch.stack(
+                            [self._weigh({n: d[a] for n, d in deltas.items()}) for a in range(self.samples + 1)]
+                        )
                         log_weights[0] = 0
             if losses is None:
                 losses, out, lw = engines.sequential(
-                    self.target, lambda gen: self._draw_point(params, gen), g, self.samples, args, targets,
-                    self._weigh, self.antithetic)
+                    self.target,
+                    lambda gen: self._draw_point(params, gen),
+                    g,
+                    self.samples,
+                    args,
+                    targets,
+                    self._weigh,
+                    self.antithetic,
+                )
                 log_weights = torch.cat([torch.zeros(1, dtype=lw.dtype, device=lw.device), lw])
         return aggregate(self.kind, losses, log_weights, self.beta), losses, log_weights, out
 
@@ -251,8 +270,7 @@ class PartialLocalEntropy:
             curvature = rise.mean() / scale
             if rise.shape[0] > 1:
                 curvature_se = rise.std() / math.sqrt(rise.shape[0]) / scale
-        detach = (lambda t: t.detach() if isinstance(t, Tensor) else t)
-        output = torch.utils._pytree.tree_map(detach, out)
+        output = torch.utils._pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, out)
         return Last(loss.detach(), losses[0], output, losses, log_weights.detach(), curvature, curvature_se)
 
 

@@ -44,8 +44,10 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def available(model: nn.Module) -> str:
     """A readable list of the selectable layers, for error messages."""
-    rows = [f"  {i}: {name} ({type(m).__name__}, weight {tuple(m.weight.shape)})"
-            for i, (name, m) in enumerate(weight_layers(model), start=1)]
+    rows = [
+        f"  {i}: {name} ({type(m).__name__}, weight {tuple(m.weight.shape)})"
+        for i, (name, m) in enumerate(weight_layers(model), start=1)
+    ]
     return "available weight layers (index: name):\n" + ("\n".join(rows) or "  (none)")
 
 
@@ -87,7 +89,9 @@ def _match(model: nn.Module, spec: LayerSpec) -> list[str]:
     )
 
 
-def select(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec] | None, include_bias: bool = False) -> list[Selected]:
+def select(
+    model: nn.Module, layers: LayerSpec | Iterable[LayerSpec] | None, include_bias: bool = False
+) -> list[Selected]:
     """Resolve `layers` to the parameters to smooth, in registration order.
 
     Args:

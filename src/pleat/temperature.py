@@ -1,0 +1,106 @@
+"""The layer temperature s_I (eq 2) and its noise across minibatches, accumulated on the device."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from pleat.select import LayerSpec, select
+
+
+class LayerTemperature:
+    """Per-layer training signal s_I = (1/N_I) Σ_{ω∈Ω_I} |∂L/∂ω| (eq 2) and its noise (std across minibatches).
+
+    Call `step()` after each backward (and after `scaler.unscale_(optimizer)` when using a GradScaler, or pass
+    the scale). Values are accumulated on the gradients' device with Welford's running mean and variance: no host
+    synchronisation per step. `epoch()` closes the window: it returns {layer name: (mean, std)} of s_I over the
+    window's minibatches (std with ddof=0, as numpy's default) and appends it to `history`.
+
+    Args:
+        model: the network, or a DistributedDataParallel wrapper (read after the all-reduce).
+        layers: which weight layers, as in `PartialLocalEntropy`; None: every weight layer (Linear/Conv).
+    """
+
+    def __init__(self, model: nn.Module, layers: LayerSpec | list | None = None):
+        module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        self.selected = select(module, layers)
+        params = dict(module.named_parameters())
+        self.params = [params[s.name] for s in self.selected]
+        self.names = [s.module_name for s in self.selected]
+        self.history: list[dict[str, tuple[float, float]]] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.count = 0
+        self._mean: Tensor | None = None  # [layers], float64, on the device
+        self._m2: Tensor | None = None
+
+    @torch.no_grad()
+    def step(self, scale: float | Tensor | None = None) -> Tensor:
+        """Record s_I for the current gradients; returns them as a `[layers]` tensor on the device.
+
+        Args:
+            scale: the factor the gradients are multiplied by (a GradScaler's `get_scale()`, or its scale tensor),
+                when they have not been unscaled yet.
+        """
+        missing = [n for n, p in zip(self.names, self.params) if p.grad is None]
+        if missing:
+            raise RuntimeError(f"no gradient on layers {missing}: call probe.step() after loss.backward()")
+        s = torch.stack([p.grad.abs().mean().to(torch.float64) for p in self.params])
+        if scale is not None:
+            s = s / scale
+        self.count += 1
+        if self._mean is None:
+            self._mean, self._m2 = s.clone(), torch.zeros_like(s)
+        else:  # Welford: stable running mean and sum of squared deviations
+            delta = s - self._mean
+            self._mean += delta / self.count
+            self._m2 += delta * (s - self._mean)
+        return s
+
+    def epoch(self) -> dict[str, tuple[float, float]]:
+        """Close the window: {layer name: (mean of s_I, std of s_I across its minibatches)}; one host sync."""
+        if self.count == 0:
+            raise RuntimeError("no step recorded since the last epoch(): call probe.step() after each backward")
+        mean = self._mean.tolist()
+        std = (self._m2 / self.count).sqrt().tolist()
+        record = {n: (m, s) for n, m, s in zip(self.names, mean, std)}
+        self.history.append(record)
+        self._reset()
+        return record
+
+    def state_dict(self) -> dict:
+        """History and the open window, so that a resumed run continues exactly."""
+        return {
+            "names": list(self.names),
+            "history": [{n: list(v) for n, v in h.items()} for h in self.history],
+            "count": self.count,
+            "mean": None if self._mean is None else self._mean.cpu(),
+            "m2": None if self._m2 is None else self._m2.cpu(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if list(state["names"]) != self.names:
+            raise ValueError(f"probe state is for layers {state['names']}, this probe watches {self.names}")
+        self.history = [{n: tuple(v) for n, v in h.items()} for h in state["history"]]
+        self.count = int(state["count"])
+        device = self.params[0].device
+        self._mean = None if state["mean"] is None else state["mean"].to(device)
+        self._m2 = None if state["m2"] is None else state["m2"].to(device)
+
+
+def curves(history: list[dict[str, tuple[float, float]]]) -> dict[str, tuple[list[float], list[float]]]:
+    """{layer: (signal means, noise stds)} over the epochs of a history; raises on an empty or ragged history."""
+    if not history:
+        raise ValueError("the history is empty: record some epochs with LayerTemperature.epoch() first")
+    names = list(history[0])
+    for i, h in enumerate(history):
+        if list(h) != names:
+            raise ValueError(f"epoch {i + 1} of the history has layers {list(h)}, the first has {names}")
+    out = {n: ([h[n][0] for h in history], [h[n][1] for h in history]) for n in names}
+    for n, (m, _) in out.items():
+        if any(not math.isfinite(v) or v <= 0 for v in m):
+            raise ValueError(f"layer {n!r} has a non-positive or non-finite signal: its log is undefined")
+    return out
