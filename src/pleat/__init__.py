@@ -1,17 +1,26 @@
 """pleat: partial local entropy, layer by layer (Musso, arXiv 2007.09091)."""
 
+from pleat.flatness import FlatnessProfile, flatness_profile, hutchinson_traces
 from pleat.kernels import Box, Gaussian, soft_box_distance
 from pleat.objective import Last, PartialLocalEntropy, aggregate
+from pleat.regimes import Regimes, regimes
 from pleat.select import select, weight_layers
+from pleat.temperature import LayerTemperature
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Box",
+    "FlatnessProfile",
     "Gaussian",
     "Last",
+    "LayerTemperature",
     "PartialLocalEntropy",
+    "Regimes",
     "aggregate",
+    "flatness_profile",
+    "hutchinson_traces",
+    "regimes",
     "select",
     "soft_box_distance",
     "weight_layers",

@@ -1,0 +1,66 @@
+"""Overhead of the layer-temperature probe as a fraction of a plain training step (paper MLP, CPU by default).
+
+Run:  python benchmarks/probes.py [--device cuda] [--repeats 200]
+
+Prints the median time of probe.step() alone (timed over many calls: stable) as a fraction of the median plain
+training step, and, as a cross-check, the two full steps timed round-robin (noisier). Target: below 3%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import pleat
+from pleat.models import fc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=200)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = fc(2).to(args.device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    probe = pleat.LayerTemperature(model)
+    x = torch.randn(256, 1, 28, 28, device=args.device)
+    t = torch.randint(0, 10, (256,), device=args.device)
+
+    def step(with_probe: bool) -> float:
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), t).backward()
+        if with_probe:
+            probe.step()
+        opt.step()
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for _ in range(10):
+        step(False), step(True)
+    plain, probed = [], []
+    for _ in range(args.repeats):
+        plain.append(step(False))
+        probed.append(step(True))
+    probe.epoch()
+    alone = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        probe.step()
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        alone.append(time.perf_counter() - start)
+    p, q, a = statistics.median(plain), statistics.median(probed), statistics.median(alone)
+    print(f"paper MLP 784-784-784-10, batch 256, {args.device}, torch {torch.__version__}")
+    print(f"plain step {p * 1e3:.2f} ms; probe.step() alone {a * 1e3:.3f} ms = {100 * a / p:.1f}% of a plain step")
+    print(f"round-robin cross-check: step with probe {q * 1e3:.2f} ms ({100 * (q / p - 1):+.1f}%)")
+
+
+if __name__ == "__main__":
+    main()

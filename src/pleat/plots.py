@@ -1,0 +1,102 @@
+"""Figures: they read results (histories, regimes, profiles, run stores), they compute nothing. Needs matplotlib."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pleat.flatness import FlatnessProfile
+from pleat.regimes import Regimes
+from pleat.temperature import curves
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_temperature(
+    history,
+    regimes: Regimes | None = None,
+    times=None,
+    path: str | Path | None = None,
+    title: str = "Layer temperature",
+):
+    """The Figure 1 view: ln s_I (solid) and ln std (dashed) per layer, one colour each, regime boundaries marked.
+
+    Returns the matplotlib Figure; saved to `path` (PNG, SVG, PDF by extension) when given.
+    """
+    plt = _pyplot()
+    data = curves(history)
+    t = list(times) if times is not None else list(range(1, len(history) + 1))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, (name, (signal, noise)) in enumerate(data.items()):
+        colour = f"C{k}"
+        ax.plot(t, signal, "-", color=colour, label=f"{name} signal")
+        ax.plot(t, noise, "--", color=colour, label=f"{name} noise")
+    ax.set_yscale("log")
+    ax.set_xscale("log")
+    if regimes is not None:
+        if regimes.signal_end is not None:
+            ax.axvline(regimes.signal_end, color="grey", lw=0.8, ls=":")
+            ax.text(
+                regimes.signal_end,
+                1.0,
+                " noise > signal",
+                transform=ax.get_xaxis_transform(),
+                va="top",
+                fontsize=8,
+                color="grey",
+            )
+        if regimes.onset is not None and regimes.common_cooling:
+            ax.axvline(regimes.onset, color="black", lw=0.8, ls=":")
+            ax.text(
+                regimes.onset,
+                0.92,
+                f" common cooling α={regimes.alpha:.2f}",
+                transform=ax.get_xaxis_transform(),
+                va="top",
+                fontsize=8,
+            )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean |∂L/∂w| per layer (log)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path)
+    return fig
+
+
+def plot_flatness(profile: FlatnessProfile, path: str | Path | None = None, title: str = "Flatness per layer"):
+    """Loss rise against radius for each layer subset (log axes), with standard errors and the R²/6·tr H line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    subsets = list(dict.fromkeys(r.subset for r in profile.rows))
+    for k, subset in enumerate(subsets):
+        rows = [r for r in profile.rows if r.subset == subset]
+        radii = [r.radius for r in rows]
+        ax.errorbar(
+            radii,
+            [r.rise for r in rows],
+            yerr=[r.rise_se for r in rows],
+            fmt="o-",
+            color=f"C{k}",
+            label=subset,
+            capsize=2,
+        )
+        if all(r.predicted is not None and r.predicted > 0 for r in rows):
+            ax.plot(radii, [r.predicted for r in rows], "--", color=f"C{k}", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=max(1e-8, min(abs(r.rise) for r in profile.rows if r.rise) / 10))
+    ax.set_xlabel("radius R")
+    ax.set_ylabel("mean loss rise")
+    ax.set_title(title + " (dashed: (R²/6) tr H from Hutchinson)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path)
+    return fig

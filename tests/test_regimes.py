@@ -1,0 +1,72 @@
+import math
+
+import pytest
+import torch
+
+import pleat
+
+
+def synthetic(shared=True, T=200, t_peak=10, t_cross=12, t_on=40, alpha=0.5, tau=20.0, noise=0.01, seed=0):
+    """Curves with known breakpoints: a common rise to t_peak, noise above signal from t_cross, layer-specific
+    drifts until t_on, then ln s_I = c_I - (t/τ)^α (or, when not shared, a different decay per layer)."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(1, T + 1, dtype=torch.float64)
+    offsets = [0.0, -1.0, 0.7]
+    drifts = [0.9, -0.6, 0.3]
+    history = [{} for _ in range(T)]
+    for i, name in enumerate(["fc1", "fc2", "out"]):
+        if shared:
+            f = -((t / tau) ** alpha)
+        else:
+            f = -((t / [20.0, 60.0, 5.0][i]) ** [0.5, 0.9, 0.3][i])
+        drift = torch.where(t < t_on, drifts[i] * (0.5 + 0.5 * (t_on - t) / t_on), torch.zeros_like(t))
+        rise = 2 * torch.log(torch.clamp(t / t_peak, max=1.0))
+        log_s = offsets[i] + f + drift + rise + noise * torch.randn(T, generator=g, dtype=torch.float64)
+        s = log_s.exp()
+        std = s * torch.where(t < t_cross, 0.3, 3.0)
+        for k in range(T):
+            history[k][name] = (float(s[k]), float(std[k]))
+    return history
+
+
+def test_recovers_breakpoints_and_cooling():
+    r = pleat.regimes(synthetic())
+    assert all(layer.peak == 10 for layer in r.layers)
+    assert all(layer.crossover == 12 for layer in r.layers) and r.signal_end == 12
+    assert r.onset == 40
+    assert r.common_cooling
+    assert abs(r.alpha - 0.5) < 0.05 and abs(r.tau - 20) / 20 < 0.15
+    offsets = [layer.offset for layer in r.layers]
+    # offsets are determined up to the noise: differences match the construction
+    assert abs((offsets[1] - offsets[0]) - (-1.0)) < 0.02 and abs((offsets[2] - offsets[0]) - 0.7) < 0.02
+    assert r.delta_bic > 0 and r.rss_common >= r.rss_independent * 0.5
+    text = str(r)
+    assert "alpha = 0.5" in text or "alpha = 0.4" in text
+    assert "late regime" in text
+
+
+def test_exact_curves_give_exact_fit():
+    r = pleat.regimes(synthetic(noise=0.0, alpha=0.7, tau=35.0))
+    assert abs(r.alpha - 0.7) < 1e-3 and abs(r.tau - 35.0) < 0.1
+
+
+def test_no_common_cooling_when_decays_differ():
+    r = pleat.regimes(synthetic(shared=False))
+    assert not r.common_cooling
+    assert "no common cooling found" in str(r)
+
+
+@pytest.mark.parametrize(
+    "history, match",
+    [([], "empty"), ([{"a": (1.0, 0.1)}, {"b": (1.0, 0.1)}], "layers"), ([{"a": (0.0, 0.1)}] * 6, "non-positive")],
+)
+def test_bad_history(history, match):
+    with pytest.raises(ValueError, match=match):
+        pleat.regimes(history)
+
+
+def test_times_must_match():
+    with pytest.raises(ValueError, match="times"):
+        pleat.regimes(synthetic(T=20, t_on=5), times=[1.0, 2.0])
+    r = pleat.regimes(synthetic(T=60, t_on=20), times=[0.5 * k for k in range(1, 61)])
+    assert r.onset == 10.0 and math.isfinite(r.alpha)
