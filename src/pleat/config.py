@@ -1,0 +1,169 @@
+"""A run's configuration: a frozen dataclass, read from TOML and `--set key=value`, checked before any work."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "stl10")
+MODELS = ("fc2", "fc3", "fc4", "cnn-cifar10", "cnn-stl10")
+KINDS = ("none", "pla", "plea")
+DTYPES = ("float32", "float64", "bfloat16")
+# keys that say where and how to run, not what to compute: they do not enter the run's identity
+NOT_HASHED = ("data_dir", "out_dir", "device", "engine", "tensorboard", "progress")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One training run; defaults are the paper's Figure 3 protocol (2-layer FC net, Fashion-MNIST, PLA on layer 2)."""
+
+    dataset: str = "fashion-mnist"  # mnist | fashion-mnist | cifar10 | stl10
+    model: str = "fc2"  # fc2 | fc3 | fc4 (784-wide hidden layers) | cnn-cifar10 (eq 24) | cnn-stl10 (eq 25)
+    activation: str = "relu"  # relu | tanh
+    kind: str = "pla"  # none (plain training) | pla (eq 23) | plea (eq 22)
+    layers: tuple = (2,)  # smoothed layers, as in PartialLocalEntropy: 1-based indices or module names
+    radius: float = 0.01  # R: half-side of the hypercube, per weight
+    samples: int = 4  # y: extra points besides the centre
+    sharpness: float = math.inf  # k: soft-box sharpness; inf is the hard box
+    lr: float = 1e-4  # SGD learning rate
+    momentum: float = 0.9  # SGD momentum, no Nesterov
+    batch_size: int = 256  # examples per minibatch
+    epochs: int = 120  # passes over the training set
+    weight_decay: float = 0.0  # L2 coefficient of SGD
+    seed: int = 0  # initialisation, shuffling, augmentation and perturbations all derive from it
+    train_subset: int = 0  # first N training examples; 0: the whole training set
+    test_subset: int = 0  # first N test examples; 0: the whole test set
+    data_dir: str = ""  # empty: $PLEAT_DATA, else ~/.cache/pleat/data
+    out_dir: str = "runs"  # where the run store lives
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
+    dtype: str = "float32"  # float32 | float64 | bfloat16 (autocast)
+    engine: str = "auto"  # auto | vectorised | sequential (see PartialLocalEntropy)
+    tensorboard: bool = False  # also write TensorBoard event files into the run directory
+    progress: bool = True  # progress bars
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(self.layers))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the key for any value out of its domain."""
+
+        def bad(key, why):
+            raise ValueError(f"config key {key!r}: {why} (got {getattr(self, key)!r})")
+
+        for key, options in (("dataset", DATASETS), ("model", MODELS), ("kind", KINDS), ("dtype", DTYPES),
+                             ("activation", ("relu", "tanh")), ("engine", ("auto", "vectorised", "sequential"))):
+            if getattr(self, key) not in options:
+                bad(key, f"must be one of {', '.join(options)}")
+        if not math.isfinite(self.radius) or self.radius < 0:
+            bad("radius", "must be a finite number >= 0")
+        if not self.sharpness > 0:
+            bad("sharpness", "must be > 0 (inf for the hard box)")
+        for key in ("samples", "train_subset", "test_subset", "seed"):
+            if getattr(self, key) < 0:
+                bad(key, "must be >= 0")
+        for key in ("batch_size", "epochs"):
+            if getattr(self, key) < 1:
+                bad(key, "must be >= 1")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            bad("lr", "must be a finite number > 0")
+        if not 0 <= self.momentum < 1:
+            bad("momentum", "must be in [0, 1)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            bad("weight_decay", "must be a finite number >= 0")
+        if self.kind != "none" and not self.layers:
+            bad("layers", "must name at least one layer when kind is not 'none'")
+        for entry in self.layers:
+            if isinstance(entry, bool) or not isinstance(entry, (int, str)):
+                bad("layers", "entries must be 1-based layer indices or module names")
+        wants = {"fc2": ("mnist", "fashion-mnist"), "fc3": ("mnist", "fashion-mnist"),
+                 "fc4": ("mnist", "fashion-mnist"), "cnn-cifar10": ("cifar10",), "cnn-stl10": ("stl10",)}
+        if self.dataset not in wants[self.model]:
+            bad("model", f"takes the inputs of {' or '.join(wants[self.model])}, not of {self.dataset}")
+
+    def key(self) -> str:
+        """The run's identity: a hash of every key that changes what is computed."""
+        identity = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["layers"] = list(self.layers)
+        out["sharpness"] = "inf" if math.isinf(self.sharpness) else self.sharpness
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Config:
+        """Build from plain values (TOML or JSON), checking keys and types; errors name the key."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        out = {}
+        for key, value in values.items():
+            if key not in fields:
+                raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(fields)}")
+            out[key] = _coerce(key, value, fields[key].default)
+        return cls(**out)
+
+
+def _coerce(key: str, value, default):
+    """Check `value` against the type of `default`; ints are accepted for floats, 'inf' for sharpness."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        if isinstance(value, str) and value.lower() in ("inf", "+inf", "infinity"):
+            value = math.inf
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, tuple):
+        if isinstance(value, (int, str)) and not isinstance(value, bool):
+            value = [value]
+        ok = isinstance(value, (list, tuple))
+        value = tuple(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ValueError(f"config key {key!r} must be of type {type(default).__name__}, got {value!r}")
+    return value
+
+
+def parse_set(assignments: list[str]) -> dict:
+    """Parse `key=value` overrides; values are TOML literals, bare words are strings (`dataset=mnist`)."""
+    out = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected key=value")
+        key = key.strip().replace("-", "_")
+        try:
+            out[key] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = raw
+    return out
+
+
+def load(path: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """A config from an optional TOML file and overrides (overrides win)."""
+    values = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"config file {path} is not valid TOML: {e}") from e
+    values.update(overrides or {})
+    return Config.from_dict(values)
+
+

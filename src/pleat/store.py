@@ -1,0 +1,187 @@
+"""The run store: one directory per run, keyed by the hash of its config, that survives kill -9.
+
+    <out_dir>/<config key>/
+        config.json        the full config, written first
+        environment.json   git commit, package versions, device, host
+        metrics.jsonl      one line per epoch, each with a CRC32 of its content, appended and fsynced
+        checkpoint-<E>.pt  model, optimiser, every RNG state, probe state and the metrics so far (atomic write)
+        state.json         names the latest complete checkpoint and its sha256 (atomic write, after it)
+        result.json        best and final test accuracy, written last: its presence means the run finished
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import time
+import zlib
+from pathlib import Path
+
+import torch
+
+from pleat.config import Config
+
+
+class CorruptRun(RuntimeError):
+    """A store file failed its integrity check; the message names the file and what to do."""
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _line(record: dict) -> str:
+    body = json.dumps(record, sort_keys=True)
+    return json.dumps({"crc": zlib.crc32(body.encode()), "record": record}, sort_keys=True) + "\n"
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The per-epoch records of a metrics.jsonl; a truncated or altered line raises CorruptRun."""
+    if not path.exists():
+        return []
+    records = []
+    text = path.read_text()
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line:
+            continue
+        try:
+            entry = json.loads(line)
+            ok = zlib.crc32(json.dumps(entry["record"], sort_keys=True).encode()) == entry["crc"]
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise CorruptRun(f"{path} line {number} is truncated or corrupt; delete the run directory "
+                             f"{path.parent} to train it again")
+        records.append(entry["record"])
+    if text and not text.endswith("\n"):
+        raise CorruptRun(f"{path} ends in a partial line; delete the run directory {path.parent} to train it again")
+    return records
+
+
+def environment(device: torch.device) -> dict:
+    """What produced a run: git commit, versions, device, host."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    versions = {"torch": torch.__version__, "python": platform.python_version()}
+    for name in ("pleat", "torchvision", "kornia", "numpy"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {"git_commit": commit, "versions": versions, "device": str(device), "device_name": name,
+            "threads": torch.get_num_threads(), "host": socket.gethostname(), "started": time.time()}
+
+
+class RunStore:
+    """The directory of one run (see the module docstring)."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.dir = Path(config.out_dir) / config.key()
+
+    @property
+    def finished(self) -> bool:
+        return (self.dir / "result.json").exists()
+
+    def create(self, env: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not (self.dir / "config.json").exists():
+            _atomic_write(self.dir / "config.json", json.dumps(self.config.to_dict(), indent=2).encode())
+        _atomic_write(self.dir / "environment.json", json.dumps(env, indent=2).encode())
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(_line(record))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def metrics(self) -> list[dict]:
+        return read_metrics(self.dir / "metrics.jsonl")
+
+    def save_checkpoint(self, state: dict, epoch: int) -> None:
+        """Write checkpoint-<epoch>.pt, then point state.json at it, then drop older checkpoints."""
+        import io
+
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        data = buffer.getvalue()
+        name = f"checkpoint-{epoch}.pt"
+        _atomic_write(self.dir / name, data)
+        pointer = {"epoch": epoch, "checkpoint": name, "sha256": hashlib.sha256(data).hexdigest()}
+        _atomic_write(self.dir / "state.json", json.dumps(pointer).encode())
+        for old in self.dir.glob("checkpoint-*.pt"):
+            if old.name != name:
+                old.unlink()
+
+    def load_checkpoint(self, device: torch.device) -> dict | None:
+        """The latest checkpoint, verified against its sha256; None when the run has none."""
+        pointer_path = self.dir / "state.json"
+        if not pointer_path.exists():
+            return None
+        try:
+            pointer = json.loads(pointer_path.read_text())
+            path = self.dir / pointer["checkpoint"]
+        except (ValueError, KeyError) as e:
+            raise CorruptRun(f"{pointer_path} is corrupt ({e}); delete {self.dir} to train the run again") from e
+        if not path.exists():
+            raise CorruptRun(f"{path} named by {pointer_path} is missing; delete {self.dir} to train the run again")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != pointer["sha256"]:
+            raise CorruptRun(f"{path} fails its sha256 check (truncated or altered); delete {self.dir} to train "
+                             "the run again")
+        import io
+
+        return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+
+    def rewrite_metrics(self, records: list[dict]) -> None:
+        """Make metrics.jsonl hold exactly `records` (those of the checkpoint a resumed run starts from)."""
+        _atomic_write(self.dir / "metrics.jsonl", "".join(_line(r) for r in records).encode())
+
+    def finish(self, result: dict) -> None:
+        _atomic_write(self.dir / "result.json", json.dumps(result, indent=2).encode())
+
+    def result(self) -> dict:
+        return json.loads((self.dir / "result.json").read_text())
+
+
+def runs(out_dir: str | os.PathLike = "runs"):
+    """Every run under `out_dir` as a pandas DataFrame: config keys, status, epochs done, best/final accuracy."""
+    import pandas as pd
+
+    rows = []
+    for config_path in sorted(Path(out_dir).glob("*/config.json")):
+        run_dir = config_path.parent
+        row = {"run": run_dir.name, **json.loads(config_path.read_text())}
+        try:
+            metrics = read_metrics(run_dir / "metrics.jsonl")
+            row["status"] = "finished" if (run_dir / "result.json").exists() else "interrupted"
+        except CorruptRun as e:
+            metrics, row["status"], row["error"] = [], "corrupt", str(e)
+        row["epochs_done"] = len(metrics)
+        accs = [m["test_accuracy"] for m in metrics]
+        row["best_test_accuracy"] = max(accs) if accs else None
+        row["final_test_accuracy"] = accs[-1] if accs else None
+        rows.append(row)
+    return pd.DataFrame(rows)
