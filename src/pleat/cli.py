@@ -23,8 +23,10 @@ def _train(args) -> int:
     if store.finished:
         print(f"already finished: {store.dir} (delete it to train again)")
     result = train(config)
-    print(f"best test accuracy {result['best_test_accuracy']:.4f} (epoch {result['best_epoch']}), "
-          f"final {result['final_test_accuracy']:.4f} after {result['epochs']} epochs")
+    print(
+        f"best test accuracy {result['best_test_accuracy']:.4f} (epoch {result['best_epoch']}), "
+        f"final {result['final_test_accuracy']:.4f} after {result['epochs']} epochs"
+    )
     print(f"results in {store.dir}: metrics.jsonl, result.json, config.json, environment.json")
     return 0
 
@@ -36,8 +38,19 @@ def _runs(args) -> int:
     if table.empty:
         print(f"no runs in {args.dir}")
         return 0
-    columns = ["run", "dataset", "model", "kind", "layers", "radius", "status", "epochs_done", "epochs",
-               "best_test_accuracy", "final_test_accuracy"]
+    columns = [
+        "run",
+        "dataset",
+        "model",
+        "kind",
+        "layers",
+        "radius",
+        "status",
+        "epochs_done",
+        "epochs",
+        "best_test_accuracy",
+        "final_test_accuracy",
+    ]
     print(table[[c for c in columns if c in table]].to_string(index=False))
     for error in table.get("error", []).dropna() if "error" in table else []:
         print(error, file=sys.stderr)
@@ -51,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("config", nargs="?", help="a TOML file of config keys")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     for f in dataclasses.fields(Config):
-        train.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, metavar="VALUE",
-                           help=f"config key {f.name} (default {f.default!r})")
+        train.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
+            metavar="VALUE",
+            help=f"config key {f.name} (default {f.default!r})",
+        )
     train.set_defaults(run=_train)
     runs = sub.add_parser("runs", help="what ran in a run store: status, epochs, best and final accuracy")
     runs.add_argument("dir", nargs="?", default="runs")

@@ -61,8 +61,14 @@ class Config:
         def bad(key, why):
             raise ValueError(f"config key {key!r}: {why} (got {getattr(self, key)!r})")
 
-        for key, options in (("dataset", DATASETS), ("model", MODELS), ("kind", KINDS), ("dtype", DTYPES),
-                             ("activation", ("relu", "tanh")), ("engine", ("auto", "vectorised", "sequential"))):
+        for key, options in (
+            ("dataset", DATASETS),
+            ("model", MODELS),
+            ("kind", KINDS),
+            ("dtype", DTYPES),
+            ("activation", ("relu", "tanh")),
+            ("engine", ("auto", "vectorised", "sequential")),
+        ):
             if getattr(self, key) not in options:
                 bad(key, f"must be one of {', '.join(options)}")
         if not math.isfinite(self.radius) or self.radius < 0:
@@ -86,8 +92,13 @@ class Config:
         for entry in self.layers:
             if isinstance(entry, bool) or not isinstance(entry, (int, str)):
                 bad("layers", "entries must be 1-based layer indices or module names")
-        wants = {"fc2": ("mnist", "fashion-mnist"), "fc3": ("mnist", "fashion-mnist"),
-                 "fc4": ("mnist", "fashion-mnist"), "cnn-cifar10": ("cifar10",), "cnn-stl10": ("stl10",)}
+        wants = {
+            "fc2": ("mnist", "fashion-mnist"),
+            "fc3": ("mnist", "fashion-mnist"),
+            "fc4": ("mnist", "fashion-mnist"),
+            "cnn-cifar10": ("cifar10",),
+            "cnn-stl10": ("stl10",),
+        }
         if self.dataset not in wants[self.model]:
             bad("model", f"takes the inputs of {' or '.join(wants[self.model])}, not of {self.dataset}")
 
@@ -165,5 +176,3 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> Confi
             raise ValueError(f"config file {path} is not valid TOML: {e}") from e
     values.update(overrides or {})
     return Config.from_dict(values)
-
-

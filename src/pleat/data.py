@@ -35,10 +35,14 @@ def _files(name: str) -> tuple[str, dict[str, str], dict[str, list[str]]]:
     if name in ("mnist", "fashion-mnist"):
         cls = tv.MNIST if name == "mnist" else tv.FashionMNIST
         md5 = dict(cls.resources)
-        return f"{cls.__name__}/raw", md5, {
-            "train": ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"],
-            "test": ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"],
-        }
+        return (
+            f"{cls.__name__}/raw",
+            md5,
+            {
+                "train": ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"],
+                "test": ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"],
+            },
+        )
     if name == "cifar10":
         cls = tv.CIFAR10
         md5 = dict(cls.train_list + cls.test_list)
@@ -85,8 +89,10 @@ def ensure(name: str, root: Path, download: bool = True, verify: bool = True) ->
     if verify:
         for f, digest in md5.items():
             if not check_integrity(str(path / f), digest):
-                raise ValueError(f"{path / f} fails its md5 check (expected {digest}): the file is corrupt or not "
-                                 "the official one; replace it (or delete it to download it again)")
+                raise ValueError(
+                    f"{path / f} fails its md5 check (expected {digest}): the file is corrupt or not "
+                    "the official one; replace it (or delete it to download it again)"
+                )
     return path
 
 

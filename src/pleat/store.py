@@ -1,12 +1,12 @@
 """The run store: one directory per run, keyed by the hash of its config, that survives kill -9.
 
-    <out_dir>/<config key>/
-        config.json        the full config, written first
-        environment.json   git commit, package versions, device, host
-        metrics.jsonl      one line per epoch, each with a CRC32 of its content, appended and fsynced
-        checkpoint-<E>.pt  model, optimiser, every RNG state, probe state and the metrics so far (atomic write)
-        state.json         names the latest complete checkpoint and its sha256 (atomic write, after it)
-        result.json        best and final test accuracy, written last: its presence means the run finished
+<out_dir>/<config key>/
+    config.json        the full config, written first
+    environment.json   git commit, package versions, device, host
+    metrics.jsonl      one line per epoch, each with a CRC32 of its content, appended and fsynced
+    checkpoint-<E>.pt  model, optimiser, every RNG state, probe state and the metrics so far (atomic write)
+    state.json         names the latest complete checkpoint and its sha256 (atomic write, after it)
+    result.json        best and final test accuracy, written last: its presence means the run finished
 """
 
 from __future__ import annotations
@@ -68,8 +68,10 @@ def read_metrics(path: Path) -> list[dict]:
         except (ValueError, KeyError, TypeError):
             ok = False
         if not ok:
-            raise CorruptRun(f"{path} line {number} is truncated or corrupt; delete the run directory "
-                             f"{path.parent} to train it again")
+            raise CorruptRun(
+                f"{path} line {number} is truncated or corrupt; delete the run directory "
+                f"{path.parent} to train it again"
+            )
         records.append(entry["record"])
     if text and not text.endswith("\n"):
         raise CorruptRun(f"{path} ends in a partial line; delete the run directory {path.parent} to train it again")
@@ -79,8 +81,12 @@ def read_metrics(path: Path) -> list[dict]:
 def environment(device: torch.device) -> dict:
     """What produced a run: git commit, versions, device, host."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     versions = {"torch": torch.__version__, "python": platform.python_version()}
@@ -90,8 +96,15 @@ def environment(device: torch.device) -> dict:
         except ImportError:
             pass
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return {"git_commit": commit, "versions": versions, "device": str(device), "device_name": name,
-            "threads": torch.get_num_threads(), "host": socket.gethostname(), "started": time.time()}
+    return {
+        "git_commit": commit,
+        "versions": versions,
+        "device": str(device),
+        "device_name": name,
+        "threads": torch.get_num_threads(),
+        "host": socket.gethostname(),
+        "started": time.time(),
+    }
 
 
 class RunStore:
@@ -149,8 +162,9 @@ class RunStore:
             raise CorruptRun(f"{path} named by {pointer_path} is missing; delete {self.dir} to train the run again")
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != pointer["sha256"]:
-            raise CorruptRun(f"{path} fails its sha256 check (truncated or altered); delete {self.dir} to train "
-                             "the run again")
+            raise CorruptRun(
+                f"{path} fails its sha256 check (truncated or altered); delete {self.dir} to train the run again"
+            )
         import io
 
         return torch.load(io.BytesIO(data), map_location=device, weights_only=True)

@@ -67,11 +67,17 @@ def train(config: Config) -> dict:
     store = RunStore(config)
     if store.finished:
         return store.result()
-    data = datasets.load(config.dataset, config.data_dir or None, device=device, train_subset=config.train_subset,
-                         test_subset=config.test_subset)
+    data = datasets.load(
+        config.dataset,
+        config.data_dir or None,
+        device=device,
+        train_subset=config.train_subset,
+        test_subset=config.test_subset,
+    )
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
     if config.dtype == "bfloat16":
+
         def autocast():
             return torch.autocast(device.type, dtype=torch.bfloat16)
     else:
@@ -80,14 +86,23 @@ def train(config: Config) -> dict:
 
     torch.manual_seed(config.seed)
     model = build(config.model, config.activation).to(device=device, dtype=dtype)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, nesterov=False)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=False
+    )
     noise = torch.Generator(device).manual_seed(derive(config.seed, "noise"))
     objective = None
     if config.kind != "none":
-        objective = PartialLocalEntropy(model, F.cross_entropy, layers=list(config.layers), radius=config.radius,
-                                        samples=config.samples, kind=config.kind, sharpness=config.sharpness,
-                                        generator=noise, engine=config.engine)
+        objective = PartialLocalEntropy(
+            model,
+            F.cross_entropy,
+            layers=list(config.layers),
+            radius=config.radius,
+            samples=config.samples,
+            kind=config.kind,
+            sharpness=config.sharpness,
+            generator=noise,
+            engine=config.engine,
+        )
     probe = LayerTemperature(model)
     history: list[dict] = []
     start_epoch = 0
@@ -106,8 +121,14 @@ def train(config: Config) -> dict:
 
     n = len(data.x_train)
     started = time.time()
-    for epoch in _progress(range(start_epoch, config.epochs), config.progress, desc=f"run {store.dir.name}",
-                           unit="epoch", initial=start_epoch, total=config.epochs):
+    for epoch in _progress(
+        range(start_epoch, config.epochs),
+        config.progress,
+        desc=f"run {store.dir.name}",
+        unit="epoch",
+        initial=start_epoch,
+        total=config.epochs,
+    ):
         epoch_start = time.time()
         model.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(derive(config.seed, "shuffle", epoch)))
@@ -132,17 +153,31 @@ def train(config: Config) -> dict:
             correct += (out.argmax(1) == y).sum()
         test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test, autocast=autocast)
         temperature = probe.epoch()
-        record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / n, "train_accuracy": float(correct) / n,
-                  "test_loss": test_loss, "test_accuracy": test_accuracy,
-                  "temperature": {k: list(v) for k, v in temperature.items()},
-                  "seconds": time.time() - epoch_start}
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": float(loss_sum) / n,
+            "train_accuracy": float(correct) / n,
+            "test_loss": test_loss,
+            "test_accuracy": test_accuracy,
+            "temperature": {k: list(v) for k, v in temperature.items()},
+            "seconds": time.time() - epoch_start,
+        }
         history.append(record)
         store.append_metrics(record)
         rng = {"noise": noise.get_state(), "torch": torch.get_rng_state()}
         if device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(device)
-        store.save_checkpoint({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                               "probe": probe.state_dict(), "rng": rng, "metrics": history}, epoch + 1)
+        store.save_checkpoint(
+            {
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "probe": probe.state_dict(),
+                "rng": rng,
+                "metrics": history,
+            },
+            epoch + 1,
+        )
         if writer is not None:
             for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
                 writer.add_scalar(key, record[key], epoch + 1)
@@ -152,9 +187,16 @@ def train(config: Config) -> dict:
         writer.close()
     accs = [r["test_accuracy"] for r in history]
     best = max(range(len(accs)), key=accs.__getitem__)
-    result = {"run": str(store.dir), "epochs": len(history), "best_test_accuracy": accs[best],
-              "best_epoch": best + 1, "final_test_accuracy": accs[-1], "final_train_loss": history[-1]["train_loss"],
-              "final_train_accuracy": history[-1]["train_accuracy"], "seconds_this_session": time.time() - started}
+    result = {
+        "run": str(store.dir),
+        "epochs": len(history),
+        "best_test_accuracy": accs[best],
+        "best_epoch": best + 1,
+        "final_test_accuracy": accs[-1],
+        "final_train_loss": history[-1]["train_loss"],
+        "final_train_accuracy": history[-1]["train_accuracy"],
+        "seconds_this_session": time.time() - started,
+    }
     store.finish(result)
     return result
 

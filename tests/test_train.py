@@ -1,0 +1,144 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pleat.cli import main
+from pleat.config import Config, load, parse_set
+from pleat.store import CorruptRun, RunStore, read_metrics, runs
+from pleat.train import train
+
+SHARED = Path(os.environ.get("PLEAT_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+needs_data = pytest.mark.skipif(not (SHARED / "FashionMNIST" / "raw").exists(), reason="Fashion-MNIST not present")
+
+
+def quick(tmp_path, **kw) -> Config:
+    values = dict(
+        dataset="fashion-mnist",
+        model="fc2",
+        kind="pla",
+        layers=[2],
+        radius=0.01,
+        lr=0.01,
+        epochs=2,
+        train_subset=2000,
+        test_subset=1000,
+        data_dir=str(SHARED),
+        out_dir=str(tmp_path),
+        progress=False,
+    )
+    values.update(kw)
+    return Config.from_dict(values)
+
+
+def strip(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+@needs_data
+def test_short_run_learns_and_writes_the_store(tmp_path):
+    config = quick(tmp_path)
+    result = train(config)
+    assert result["best_test_accuracy"] > 0.5  # chance is 0.1
+    run = Path(result["run"])
+    assert run == tmp_path / config.key()
+    for name in ("config.json", "environment.json", "metrics.jsonl", "state.json", "result.json", "checkpoint-2.pt"):
+        assert (run / name).exists(), name
+    env = json.loads((run / "environment.json").read_text())
+    assert {"git_commit", "versions", "device"} <= set(env) and "torch" in env["versions"]
+    metrics = read_metrics(run / "metrics.jsonl")
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert set(metrics[0]["temperature"]) == {"fc1", "fc2", "out"}
+    assert Config.from_dict(json.loads((run / "config.json").read_text())) == config
+    # a finished config does nothing
+    mtime = (run / "result.json").stat().st_mtime_ns
+    assert train(config) == result and (run / "result.json").stat().st_mtime_ns == mtime
+    table = runs(tmp_path)
+    assert table.loc[0, "status"] == "finished" and table.loc[0, "epochs_done"] == 2
+    assert table.loc[0, "best_test_accuracy"] == result["best_test_accuracy"]
+
+
+@needs_data
+def test_kill_9_then_resume_gives_the_same_numbers(tmp_path):
+    settings = dict(epochs=8, train_subset=3000, test_subset=500)
+    reference = train(quick(tmp_path / "whole", **settings))
+    config = quick(tmp_path / "killed", **settings)
+    store = RunStore(config)
+    args = [f"--set={k}={json.dumps(v)}" for k, v in config.to_dict().items() if k != "sharpness"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pleat.cli", "train", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (store.dir / "metrics.jsonl").exists():
+        time.sleep(0.01)
+    while time.time() < deadline and len((store.dir / "metrics.jsonl").read_text().splitlines()) < 2:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not store.finished, "the run ended before it could be killed"
+    done = len(store.metrics())
+    assert 2 <= done < 8
+    resumed = train(config)
+    assert strip(store.metrics()) == strip(RunStore(quick(tmp_path / "whole", **settings)).metrics())
+    assert resumed["final_test_accuracy"] == reference["final_test_accuracy"]
+
+
+@needs_data
+def test_corruption_is_detected(tmp_path):
+    config = quick(tmp_path, epochs=1, train_subset=500, test_subset=200)
+    train(config)
+    store = RunStore(config)
+    (store.dir / "result.json").unlink()  # as if interrupted after its checkpoint
+    checkpoint = store.dir / "checkpoint-1.pt"
+    data = bytearray(checkpoint.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    checkpoint.write_bytes(bytes(data))
+    with pytest.raises(CorruptRun, match="sha256"):
+        train(config)
+    checkpoint.write_bytes(bytes(data[: len(data) // 3]))
+    with pytest.raises(CorruptRun, match="checkpoint-1.pt"):
+        train(config)
+    metrics = store.dir / "metrics.jsonl"
+    metrics.write_text(metrics.read_text()[:-20])
+    with pytest.raises(CorruptRun, match="metrics.jsonl"):
+        read_metrics(metrics)
+    assert runs(tmp_path).loc[0, "status"] == "corrupt"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--set", "foo=1"], "unknown config key 'foo'"),
+        (["--radius", "-0.5"], "'radius'"),
+        (["--dataset", "imagenet"], "'dataset'"),
+        (["--batch-size", "0"], "'batch_size'"),
+        (["--set", "layers=true"], "'layers'"),
+        (["--set", "epochs=1.5"], "'epochs'"),
+        (["--model", "cnn-cifar10"], "'model'"),
+    ],
+)
+def test_bad_configs_rejected_before_work(tmp_path, capsys, argv, message):
+    assert main(["train", "--out-dir", str(tmp_path / "out"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_toml_file_and_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('dataset = "mnist"\nlayers = [1, 2]\nradius = 0.02\nsharpness = inf\n')
+    config = load(path, parse_set(["radius=0.05", "kind=plea"]))
+    assert (config.dataset, config.layers, config.radius, config.kind) == ("mnist", (1, 2), 0.05, "plea")
+    assert config.key() == load(path, parse_set(["radius=0.05", "kind=plea", "out_dir=elsewhere"])).key()
+    assert config.key() != load(path, parse_set(["radius=0.06", "kind=plea"])).key()
+    path.write_text("radius = [\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load(path)
+    with pytest.raises(ValueError, match="'radius' must be of type float"):
+        Config.from_dict({"radius": "big"})
+    assert Config() == load()  # no file: the paper's Figure 3 protocol
+    assert (Config().lr, Config().epochs, Config().batch_size, Config().layers) == (1e-4, 120, 256, (2,))
