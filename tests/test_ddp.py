@@ -39,7 +39,9 @@ def _worker(rank, port, engine, same, out):
             ddp, F.cross_entropy, layers=[2], radius=0.3, samples=4, engine=engine, same_across_ranks=same
         )
         state = obj._seed
+        probe = pleat.LayerTemperature(ddp)
         obj(x, t).backward()
+        probe.step()
         # the same sampled loss on a plain copy of the model, with this rank's perturbations
         ref = copy.deepcopy(model)
         ref_obj = pleat.PartialLocalEntropy(
@@ -73,3 +75,5 @@ def test_ddp_gradients_are_averaged(engine, same):
         out = dict(out)
     assert out[0]["ok"] and out[1]["ok"]
     assert (out[0]["seed"] == out[1]["seed"]) == same
+    # the probe reads the all-reduced gradients: every rank sees the same temperatures
+    assert out[0]["temperature"] == out[1]["temperature"] and list(out[0]["temperature"]) == ["0", "2", "4"]

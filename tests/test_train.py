@@ -142,3 +142,11 @@ def test_toml_file_and_overrides(tmp_path):
         Config.from_dict({"radius": "big"})
     assert Config() == load()  # no file: the paper's Figure 3 protocol
     assert (Config().lr, Config().epochs, Config().batch_size, Config().layers) == (1e-4, 120, 256, (2,))
+
+
+@needs_data
+def test_tensorboard_event_files(tmp_path):
+    pytest.importorskip("tensorboard")
+    config = quick(tmp_path, epochs=1, train_subset=300, test_subset=100, tensorboard=True, kind="none")
+    train(config)
+    assert list((RunStore(config).dir / "tensorboard").glob("events.out.tfevents.*"))

@@ -134,7 +134,7 @@ class PartialLocalEntropy:
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
 
         module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-        self.model, self.loss_fn = model, loss_fn
+        self.model = model
         self.selected = select(module, layers, include_bias)
         self.target = engines.Target(model, module, "module." if module is not model else "", loss_fn, self.selected)
         self.kernel, self.samples, self.kind, self.beta = kernel, samples, kind, float(beta)
@@ -219,7 +219,7 @@ class PartialLocalEntropy:
         if self.samples == 0 or (isinstance(self.kernel, Box) and self.kernel.radius == 0 and self.kernel.flat):
             # no perturbation: exactly the plain loss
             out = self.model(*args)
-            loss = engines._check_scalar(self.loss_fn(out, targets))
+            loss = engines._check_scalar(self.target.loss_fn(out, targets))
             losses, log_weights = loss.unsqueeze(0), torch.zeros(1, dtype=loss.dtype, device=loss.device)
         else:
             engine = self._choose_engine(params)
