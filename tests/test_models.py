@@ -51,7 +51,7 @@ def test_kaiming_initialisation(activation, gain):
         assert abs(float(w.std()) - expected) < 0.01 * expected
         assert abs(float(w.mean())) < 4 * expected / math.sqrt(w.numel())
         assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
-    conv_w = cnn_cifar10().features[2].weight
+    conv_w = cnn_cifar10().features[2].weight.detach()
     assert abs(float(conv_w.std()) - math.sqrt(2 / (64 * 9))) < 0.02 * math.sqrt(2 / (64 * 9))
 
 

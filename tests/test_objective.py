@@ -341,8 +341,8 @@ def test_perturbations_only_on_selected_weights(monkeypatch):
     pleat.PartialLocalEntropy(
         model, F.cross_entropy, layers=[1], radius=0.5, samples=2, include_bias=True, engine="sequential"
     )(x, t)
-    # only the selected weights (and biases when asked) are replaced; BatchNorm-free model: no buffers
-    assert calls == [{"3.weight"}] * 2 + [{"0.weight", "0.bias"}] * 2
+    # the centre replaces nothing; the points only the selected weights (and biases when asked)
+    assert calls == [set()] + [{"3.weight"}] * 2 + [set()] + [{"0.weight", "0.bias"}] * 2
 
 
 def test_bias_smoothing_matches_naive():

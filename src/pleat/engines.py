@@ -7,8 +7,9 @@ from the same generator. Neither ever writes to a parameter: perturbed weights a
   batched tensor and is computed once. A smoothed Linear/Conv fed by such an unbatched input x runs as
   W x + ΔW^a x: the main product and its weight gradient are computed once, and the y products ΔW^a x are a single
   matrix product against the stacked perturbations.
-- `sequential`: one point at a time under activation checkpointing, each perturbation redrawn from its generator
-  state in the backward pass, so memory stays at plain training plus one perturbation of the smoothed layers.
+- `sequential`: one point at a time under activation checkpointing (the centre included), each perturbation redrawn
+  from its generator state in the backward pass, so that memory stays at one point's activations plus one
+  perturbation of the smoothed layers, whatever y.
 """
 
 from __future__ import annotations
@@ -199,8 +200,21 @@ def sequential(
     module = target.module
     params = dict(module.named_parameters())
     bn_buffers = [n for n, _ in module.named_buffers() if _in_batchnorm(module, n)]
-    centre_out = target.model(*args)
-    losses = [_check_scalar(target.loss_fn(centre_out, targets))]
+    if target.prefix:  # DDP: the centre runs through the wrapper, which prepares the gradient all-reduce
+        centre_out = target.model(*args)
+        losses = [_check_scalar(target.loss_fn(centre_out, targets))]
+    else:  # checkpointed too, so that no point's activations outlive its own backward
+        passes = []
+
+        def centre():
+            # the forward pass updates BatchNorm statistics; its recomputation in backward must not
+            state = {n: module.get_buffer(n).clone() for n in bn_buffers} if passes else {}
+            passes.append(True)
+            out = functional_call(module, state, args, strict=False)
+            return _check_scalar(target.loss_fn(out, targets)), out
+
+        centre_loss, centre_out = checkpoint(centre, use_reentrant=False)
+        losses = [centre_loss]
     log_weights = []
     signs = (1.0, -1.0) if antithetic else (1.0,)
     for _ in range(samples // len(signs)):
