@@ -55,10 +55,10 @@ def plot_temperature(
             ax.axvline(regimes.onset, color="black", lw=0.8, ls=":")
             ax.text(
                 regimes.onset,
-                0.92,
+                0.04,
                 f" common cooling α={regimes.alpha:.2f}",
                 transform=ax.get_xaxis_transform(),
-                va="top",
+                va="bottom",
                 fontsize=8,
             )
     ax.set_xlabel("epoch")

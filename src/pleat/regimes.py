@@ -63,40 +63,55 @@ class Regimes:
                 f"RSS common {self.rss_common:.4g} vs independent {self.rss_independent:.4g}, "
                 f"BIC favours common by {self.delta_bic:.1f}"
             )
+            if self.alpha < 1.5 * ALPHA_RANGE[0]:
+                rows.append("alpha sits at its lower bound: the common decay is closer to a power law")
         return "\n".join(rows)
 
 
-def _fit(t: torch.Tensor, y: torch.Tensor) -> tuple[float, float, torch.Tensor, float]:
-    """Least squares of y[I, t] = c_I - (t/τ)^α: returns (α, τ, c, rss); c is profiled out exactly."""
+ALPHA_RANGE = (0.02, 5.0)  # stretched-exponential exponents the fit may take; at the lower end the decay is a power law
 
-    def rss_of(log_alpha, log_tau):
-        f = -torch.exp(log_alpha.exp() * (t.log() - log_tau))  # -(t/τ)^α, [T]
+
+def _fit(t: torch.Tensor, y: torch.Tensor) -> tuple[float, float, torch.Tensor, float]:
+    """Least squares of y[I, t] = c_I - (t/τ)^α: returns (α, τ, c, rss); c is profiled out exactly.
+
+    α and ln τ are kept inside ALPHA_RANGE and ln t ± 5 through a sigmoid, so the fit cannot run off to the
+    degenerate power-law limit (α -> 0, τ -> 0) on curves that decay like a power law.
+    """
+    lt = t.log()
+    bounds = torch.tensor([[math.log(ALPHA_RANGE[0]), math.log(ALPHA_RANGE[1])],
+                           [float(lt.min()) - 5, float(lt.max()) + 5]], dtype=t.dtype)
+
+    def unpack(u):  # unconstrained u -> (ln α, ln τ) inside the bounds
+        return bounds[:, 0] + (bounds[:, 1] - bounds[:, 0]) * torch.sigmoid(u)
+
+    def rss_of(u):
+        log_alpha, log_tau = unpack(u)
+        f = -torch.exp(log_alpha.exp() * (lt - log_tau))  # -(t/τ)^α, [T]
         c = (y - f).mean(dim=1, keepdim=True)
         return ((y - c - f) ** 2).sum(), c.squeeze(1)
 
-    lt = t.log()
-    alphas = torch.linspace(math.log(0.05), math.log(5.0), 41, dtype=t.dtype)
-    taus = torch.linspace(float(lt.min()) - 5, float(lt.max()) + 5, 61, dtype=t.dtype)
-    grid = torch.stack([torch.stack([rss_of(a, b)[0] for b in taus]) for a in alphas])
-    i, j = divmod(int(torch.argmin(grid)), len(taus))
-    params = torch.stack([alphas[i], taus[j]]).clone().requires_grad_(True)
-    opt = torch.optim.LBFGS(
-        [params], max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-14, line_search_fn="strong_wolfe"
-    )
+    grid = torch.linspace(-4, 4, 41, dtype=t.dtype)
+    scores = torch.stack([torch.stack([rss_of(torch.stack([a, b]))[0] for b in grid]) for a in grid])
+    i, j = divmod(int(torch.argmin(scores)), len(grid))
+    start = torch.stack([grid[i], grid[j]])
+    u = start.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([u], max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-14,
+                            line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = rss_of(params[0], params[1])[0]
+        loss = rss_of(u)[0]
         loss.backward()
         return loss
 
     opt.step(closure)
     with torch.no_grad():
-        rss, c = rss_of(params[0], params[1])
-        if not torch.isfinite(rss) or rss > grid[i, j]:  # keep the grid point if the refinement wandered off
-            params = torch.stack([alphas[i], taus[j]])
-            rss, c = rss_of(params[0], params[1])
-    return float(params[0].detach().exp()), float(params[1].detach().exp()), c.detach(), float(rss)
+        rss, c = rss_of(u)
+        if not torch.isfinite(rss) or rss > scores[i, j]:  # keep the grid point if the refinement wandered off
+            u = start
+            rss, c = rss_of(u)
+        log_alpha, log_tau = unpack(u.detach())
+    return float(log_alpha.exp()), float(log_tau.exp()), c.detach(), float(rss)
 
 
 def regimes(
