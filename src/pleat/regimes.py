@@ -78,8 +78,10 @@ def _fit(t: torch.Tensor, y: torch.Tensor) -> tuple[float, float, torch.Tensor, 
     degenerate power-law limit (α -> 0, τ -> 0) on curves that decay like a power law.
     """
     lt = t.log()
-    bounds = torch.tensor([[math.log(ALPHA_RANGE[0]), math.log(ALPHA_RANGE[1])],
-                           [float(lt.min()) - 5, float(lt.max()) + 5]], dtype=t.dtype)
+    bounds = torch.tensor(
+        [[math.log(ALPHA_RANGE[0]), math.log(ALPHA_RANGE[1])], [float(lt.min()) - 5, float(lt.max()) + 5]],
+        dtype=t.dtype,
+    )
 
     def unpack(u):  # unconstrained u -> (ln α, ln τ) inside the bounds
         return bounds[:, 0] + (bounds[:, 1] - bounds[:, 0]) * torch.sigmoid(u)
@@ -95,8 +97,9 @@ def _fit(t: torch.Tensor, y: torch.Tensor) -> tuple[float, float, torch.Tensor, 
     i, j = divmod(int(torch.argmin(scores)), len(grid))
     start = torch.stack([grid[i], grid[j]])
     u = start.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([u], max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-14,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [u], max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-14, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         opt.zero_grad()
