@@ -150,3 +150,34 @@ def test_tensorboard_event_files(tmp_path):
     config = quick(tmp_path, epochs=1, train_subset=300, test_subset=100, tensorboard=True, kind="none")
     train(config)
     assert list((RunStore(config).dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@needs_data
+def test_cli_train_and_runs(tmp_path, capsys):
+    args = [
+        "--dataset",
+        "mnist",
+        "--kind",
+        "plea",
+        "--layers",
+        "[1]",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "300",
+        "--test-subset",
+        "100",
+        "--lr",
+        "0.01",
+        "--data-dir",
+        str(SHARED),
+        "--out-dir",
+        str(tmp_path),
+        "--progress",
+        "false",
+    ]
+    assert main(["train", *args]) == 0
+    assert "results in" in capsys.readouterr().out
+    assert main(["runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "finished" in out and "mnist" in out and "plea" in out
