@@ -255,7 +255,7 @@ def test_quadratic_rise_and_curvature(engine):
     rises, curv = [], []
     for _ in range(trials):
         loss = obj(x, None)
-        rises.append(float(loss - obj.last.centre_loss))
+        rises.append(float(obj.last.loss - obj.last.centre_loss))
         curv.append(float(obj.last.curvature))
     rises, curv = torch.tensor(rises), torch.tensor(curv)
     trace = float(model.A.trace())
