@@ -181,3 +181,43 @@ def test_cli_train_and_runs(tmp_path, capsys):
     assert main(["runs", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "finished" in out and "mnist" in out and "plea" in out
+
+
+def test_cnn_run_with_augmentation_on_files_written_here(tmp_path, monkeypatch):
+    """The CIFAR-10 path end to end (CNN of eq 24, augmentation, PLA on head II) on small files in the real format."""
+    import hashlib
+    import pickle
+
+    import numpy as np
+
+    from pleat import data
+
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 3]}, f)
+    md5 = {n: hashlib.md5((folder / n).read_bytes()).hexdigest() for n in names}
+    real = data._files("cifar10")
+    monkeypatch.setattr(data, "_files", lambda name: (real[0], md5, real[2]))  # these files' own checksums
+    config = Config.from_dict(
+        dict(
+            dataset="cifar10",
+            model="cnn-cifar10",
+            kind="pla",
+            layers=["head2"],
+            batch_size=8,
+            epochs=2,
+            lr=1e-3,
+            data_dir=str(tmp_path / "data"),
+            out_dir=str(tmp_path / "runs"),
+            progress=False,
+        )
+    )
+    result = train(config)
+    metrics = RunStore(config).metrics()
+    assert result["epochs"] == 2 and len(metrics) == 2
+    assert set(metrics[0]["temperature"]) == {f"features.{i}" for i in (0, 2, 5, 7, 9)} | {"head1", "head2", "out"}
+    assert all(0 <= m["test_accuracy"] <= 1 for m in metrics)
