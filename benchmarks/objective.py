@@ -56,12 +56,7 @@ def make_step(case: str, mode: str, device: str):
         def loss_backward():
             obj(x, t).backward()
     elif mode == "naive":
-        weights = [
-            p
-            for s, p in zip(
-                pleat.select(model, layers), [model.get_parameter(s.name) for s in pleat.select(model, layers)]
-            )
-        ]
+        weights = [model.get_parameter(s.name) for s in pleat.select(model, layers)]
 
         def loss_backward():
             for a in range(SAMPLES + 1):
@@ -182,9 +177,7 @@ def main() -> None:
         f"{'extra peak MiB: plain':>22} {'naive':>6} {'vect.':>6} {'seq.':>6}"
     )
     for case in cases:
-        repeats = args.repeats or (3 if args.quick else 15) * (1 if case.startswith("mlp") else 1 // 3 + 1)
-        if case.startswith("cnn") and not args.repeats:
-            repeats = 5
+        repeats = args.repeats or (5 if case.startswith("cnn") else 3 if args.quick else 15)
         t = time_case(case, args.device, repeats)
         ratios = "".join(
             f"{t[m] / t['plain']:>{w}.2f}x" for m, w in (("naive", 6), ("vectorised", 10), ("sequential", 10))

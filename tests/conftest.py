@@ -1,10 +1,11 @@
 import copy
 import math
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+import pleat
 
 
 def mlp(dropout: float = 0.0) -> nn.Module:
@@ -26,6 +27,12 @@ def cnn(dropout: float = 0.0) -> nn.Module:
         nn.Dropout(dropout),
         nn.Linear(64, 3),
     ).double()
+
+
+def smooth(model: nn.Module, loss_fn=F.cross_entropy, *, seed: int | None = None, **kwargs):
+    """A PartialLocalEntropy with cross-entropy and, given a seed, its own CPU generator."""
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    return pleat.PartialLocalEntropy(model, loss_fn, generator=generator, **kwargs)
 
 
 def batch(model: nn.Module, n: int = 7):
@@ -92,8 +99,3 @@ def naive(model, loss_fn, inputs, targets, deltas, kind="pla", log_weights=None,
         gs = [c * (g[n] if g[n] is not None else 0) for c, g in zip(coeffs, grads)]
         grad[n] = sum(gs)
     return total, grad, copies[0]
-
-
-@pytest.fixture
-def ce():
-    return F.cross_entropy

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import batch, cnn, draw_like_pleat, mlp, naive
+from conftest import batch, cnn, draw_like_pleat, mlp, naive, smooth
 from torch import nn
 
 import pleat
@@ -34,14 +34,13 @@ def test_matches_naive_loop(engine, kind, make, layers):
     deltas = draw_like_pleat(model, names_of(model, layers), 4, 0.3, seed=5)
     loss_ref, grad_ref, centre = naive(ref_model, F.cross_entropy, x, t, deltas, kind)
 
-    obj = pleat.PartialLocalEntropy(
+    obj = smooth(
         model,
-        F.cross_entropy,
         layers=layers,
         radius=0.3,
         samples=4,
         kind=kind,
-        generator=torch.Generator().manual_seed(5),
+        seed=5,
         engine=engine,
     )
     loss = obj(x, t)
@@ -62,14 +61,13 @@ def test_sequential_matches_naive_with_dropout(kind):
     deltas = draw_like_pleat(model, names_of(model, [2]), 3, 0.2, seed=2)
     torch.manual_seed(11)
     loss_ref, grad_ref, _ = naive(copy.deepcopy(model), F.cross_entropy, x, t, deltas, kind)
-    obj = pleat.PartialLocalEntropy(
+    obj = smooth(
         model,
-        F.cross_entropy,
         layers=[2],
         radius=0.2,
         samples=3,
         kind=kind,
-        generator=torch.Generator().manual_seed(2),
+        seed=2,
         engine="sequential",
     )
     torch.manual_seed(11)
@@ -82,7 +80,7 @@ def test_sequential_matches_naive_with_dropout(kind):
 def test_vectorised_dropout_masks_differ_per_point():
     model = mlp(dropout=0.5)
     x, t = batch(model, 32)
-    obj = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[3], radius=1e-30, samples=4, engine="vectorised")
+    obj = smooth(model, layers=[3], radius=1e-30, samples=4, engine="vectorised")
     obj(x, t)
     assert obj.last.losses.unique().numel() == 5  # the perturbation is negligible: only the masks differ
 
@@ -93,13 +91,10 @@ def test_engines_agree_soft_box_and_antithetic(engine):
     x, t = batch(model)
     kwargs = dict(layers=[1, 3], radius=0.1, sharpness=20.0, samples=4, kind="plea", antithetic=True)
     ref = copy.deepcopy(model)
-    a = pleat.PartialLocalEntropy(
-        model, F.cross_entropy, generator=torch.Generator().manual_seed(3), engine=engine, **kwargs
-    )
-    b = pleat.PartialLocalEntropy(
+    a = smooth(model, seed=3, engine=engine, **kwargs)
+    b = smooth(
         ref,
-        F.cross_entropy,
-        generator=torch.Generator().manual_seed(3),
+        seed=3,
         engine="sequential" if engine == "vectorised" else "vectorised",
         **kwargs,
     )
@@ -118,15 +113,14 @@ def test_soft_box_weights_match_naive_reference():
     model = mlp()
     x, t = batch(model)
     radius, k = 0.2, 8.0
-    obj = pleat.PartialLocalEntropy(
+    obj = smooth(
         model,
-        F.cross_entropy,
         layers=[2],
         radius=radius,
         sharpness=k,
         samples=3,
         kind="pla",
-        generator=torch.Generator().manual_seed(4),
+        seed=4,
     )
     loss = obj(x, t)
     loss.backward()
@@ -166,20 +160,17 @@ def test_soft_box_distance_eq5_and_limit():
 def test_soft_box_tends_to_box_as_sharpness_grows():
     model = mlp()
     x, t = batch(model)
-    box = pleat.PartialLocalEntropy(
-        model, F.cross_entropy, layers=[2], radius=0.2, samples=4, generator=torch.Generator().manual_seed(9)
-    )
+    box = smooth(model, layers=[2], radius=0.2, samples=4, seed=9)
     ref = float(box(x, t).detach())
     gaps = []
     for k in [1e2, 1e4, 1e6]:
-        soft = pleat.PartialLocalEntropy(
+        soft = smooth(
             model,
-            F.cross_entropy,
             layers=[2],
             radius=0.2,
             samples=4,
             sharpness=k,
-            generator=torch.Generator().manual_seed(9),
+            seed=9,
         )
         gaps.append(abs(float(soft(x, t).detach()) - ref))
     assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-4
@@ -195,7 +186,7 @@ def test_zero_radius_and_zero_samples_are_plain(make):
         for kind in ["pla", "plea"]:
             model.zero_grad()
             m = copy.deepcopy(model)
-            obj = pleat.PartialLocalEntropy(m, F.cross_entropy, layers="all", kind=kind, **kwargs)
+            obj = smooth(m, layers="all", kind=kind, **kwargs)
             loss = obj(x, t)
             loss.backward()
             assert torch.equal(loss.detach(), F.cross_entropy(copy.deepcopy(model)(x), t).detach())
@@ -209,14 +200,13 @@ def test_plea_below_pla_on_same_points():
     for seed in range(5):
         vals = {}
         for kind in ["pla", "plea"]:
-            obj = pleat.PartialLocalEntropy(
+            obj = smooth(
                 model,
-                F.cross_entropy,
                 layers=[1, 2],
                 radius=1.0,
                 samples=6,
                 kind=kind,
-                generator=torch.Generator().manual_seed(seed),
+                seed=seed,
             )
             vals[kind] = float(obj(x, t).detach())
         assert vals["plea"] <= vals["pla"]
@@ -243,13 +233,13 @@ def test_quadratic_rise_and_curvature(engine):
     model = Quadratic()
     x = torch.zeros(1, 12, dtype=torch.float64)
     R, y, trials = 0.3, 4, 300
-    obj = pleat.PartialLocalEntropy(
+    obj = smooth(
         model,
         lambda out, _: out,
         layers=[1],
         radius=R,
         samples=y,
-        generator=torch.Generator().manual_seed(0),
+        seed=0,
         engine=engine,
     )
     rises, curv = [], []
@@ -267,7 +257,7 @@ def test_quadratic_rise_and_curvature(engine):
 def test_gaussian_kernel_curvature():
     model = Quadratic()
     x = torch.zeros(1, 12, dtype=torch.float64)
-    obj = pleat.PartialLocalEntropy(
+    obj = smooth(
         model,
         lambda out, _: out,
         layers=[1],
@@ -275,7 +265,7 @@ def test_gaussian_kernel_curvature():
         samples=8,
         kind="plea",
         beta=2.0,
-        generator=torch.Generator().manual_seed(1),
+        seed=1,
     )
     curv = []
     for _ in range(300):
@@ -290,9 +280,7 @@ def test_state_untouched_and_unselected_never_move(engine):
     model = cnn(dropout=0.2)
     x, t = batch(model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    obj = pleat.PartialLocalEntropy(
-        model, F.cross_entropy, layers=[2], radius=0.5, samples=3, engine=engine, include_bias=False
-    )
+    obj = smooth(model, layers=[2], radius=0.5, samples=3, engine=engine, include_bias=False)
     seen = {}
 
     def spy(out, t):
@@ -337,10 +325,8 @@ def test_perturbations_only_on_selected_weights(monkeypatch):
         return original(module, state, *args, **kwargs)
 
     monkeypatch.setattr(engines, "functional_call", recording)
-    pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[2], radius=0.5, samples=2, engine="sequential")(x, t)
-    pleat.PartialLocalEntropy(
-        model, F.cross_entropy, layers=[1], radius=0.5, samples=2, include_bias=True, engine="sequential"
-    )(x, t)
+    smooth(model, layers=[2], radius=0.5, samples=2, engine="sequential")(x, t)
+    smooth(model, layers=[1], radius=0.5, samples=2, include_bias=True, engine="sequential")(x, t)
     # the centre replaces nothing; the points only the selected weights (and biases when asked)
     assert calls == [set()] + [{"3.weight"}] * 2 + [set()] + [{"0.weight", "0.bias"}] * 2
 
@@ -352,15 +338,14 @@ def test_bias_smoothing_matches_naive():
     loss_ref, grad_ref, _ = naive(copy.deepcopy(model), F.cross_entropy, x, t, deltas, "plea")
     for engine in ["vectorised", "sequential"]:
         model.zero_grad()
-        obj = pleat.PartialLocalEntropy(
+        obj = smooth(
             model,
-            F.cross_entropy,
             layers=[1],
             radius=0.2,
             samples=3,
             kind="plea",
             include_bias=True,
-            generator=torch.Generator().manual_seed(6),
+            seed=6,
             engine=engine,
         )
         obj(x, t).backward()
@@ -374,15 +359,13 @@ def test_same_generator_same_numbers():
     x, t = batch(model)
     runs = []
     for _ in range(2):
-        obj = pleat.PartialLocalEntropy(
-            model, F.cross_entropy, layers=[1, 2], radius=0.1, generator=torch.Generator().manual_seed(0)
-        )
+        obj = smooth(model, layers=[1, 2], radius=0.1, seed=0)
         runs.append(obj(x, t).detach())
     assert torch.equal(*runs)
     torch.manual_seed(3)
-    a = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1], radius=0.1)
+    a = smooth(model, layers=[1], radius=0.1)
     torch.manual_seed(3)
-    b = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1], radius=0.1)
+    b = smooth(model, layers=[1], radius=0.1)
     assert torch.equal(a(x, t), b(x, t))
 
 
@@ -390,7 +373,7 @@ def test_autocast_bf16_cpu():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
     x, t = torch.randn(8, 6), torch.randint(0, 3, (8,))
-    obj = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1, 2], radius=0.01)
+    obj = smooth(model, layers=[1, 2], radius=0.01)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = obj(x, t)
     loss.backward()
@@ -406,13 +389,9 @@ def test_grad_scaler():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
     x, t = torch.randn(8, 6), torch.randint(0, 3, (8,))
-    obj = pleat.PartialLocalEntropy(
-        model, F.cross_entropy, layers=[2], radius=0.01, generator=torch.Generator().manual_seed(0)
-    )
+    obj = smooth(model, layers=[2], radius=0.01, seed=0)
     ref = copy.deepcopy(model)
-    pleat.PartialLocalEntropy(
-        ref, F.cross_entropy, layers=[2], radius=0.01, generator=torch.Generator().manual_seed(0)
-    )(x, t).backward()
+    smooth(ref, layers=[2], radius=0.01, seed=0)(x, t).backward()
     scaler.scale(obj(x, t)).backward()
     scaler.unscale_(opt)
     for p, q in zip(model.parameters(), ref.parameters()):
@@ -433,17 +412,15 @@ def test_engine_auto_falls_back_when_vmap_cannot_run():
 
     model = NoVmap()
     x, t = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
-    obj = pleat.PartialLocalEntropy(
-        model, F.cross_entropy, layers=[1], radius=0.1, generator=torch.Generator().manual_seed(0)
-    )
+    obj = smooth(model, layers=[1], radius=0.1, seed=0)
     with pytest.warns(UserWarning, match="sequential"):
         loss = obj(x, t)
-    ref = pleat.PartialLocalEntropy(
+    ref = smooth(
         copy.deepcopy(model),
         F.cross_entropy,
         layers=[1],
         radius=0.1,
-        generator=torch.Generator().manual_seed(0),
+        seed=0,
         engine="sequential",
     )
     assert_close(loss, ref(x, t))
@@ -479,7 +456,7 @@ def test_bad_calls():
     )
     with pytest.raises(ValueError, match="scalar"):
         obj(x, t)
-    obj = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1], radius=0.1)
+    obj = smooth(model, layers=[1], radius=0.1)
     with pytest.raises(ValueError, match="move them"):
         obj(x.to("meta"), t)
     with pytest.raises(ValueError, match="gamma"):

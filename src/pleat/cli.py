@@ -52,8 +52,9 @@ def _runs(args) -> int:
         "final_test_accuracy",
     ]
     print(table[[c for c in columns if c in table]].to_string(index=False))
-    for error in table.get("error", []).dropna() if "error" in table else []:
-        print(error, file=sys.stderr)
+    if "error" in table:
+        for error in table["error"].dropna():
+            print(error, file=sys.stderr)
     return 0
 
 

@@ -183,7 +183,7 @@ def sequential(
     samples: int,
     args: tuple,
     targets,
-    weigh: Callable[[dict[str, Tensor]], Tensor],
+    weigh: Callable[[dict[str, Tensor]], Tensor] | None,
     antithetic: bool = False,
 ) -> tuple[Tensor, object, Tensor | None]:
     """Per-point losses `[P]` and the centre's output, one point at a time.
@@ -191,11 +191,11 @@ def sequential(
     Args:
         draw: draws one point's perturbations (parameter name -> tensor) from a generator, advancing it.
         generator: the generator the points are drawn from; left as if every point had been drawn from it.
-        weigh: the log-kernel of one point's perturbations.
+        weigh: the log-kernel of one point's perturbations; None for a flat kernel.
         antithetic: points come in pairs (ΔW, -ΔW), one draw per pair.
 
     Returns:
-        losses `[P]`, the centre's output, log-weights `[P - 1]` of the perturbed points (None when there are none).
+        losses `[P]`, the centre's output, log-weights `[P - 1]` of the perturbed points (None without `weigh`).
     """
     module = target.module
     params = dict(module.named_parameters())
@@ -229,7 +229,8 @@ def sequential(
                 if sign < 0:
                     delta = {n: d.neg_() for n, d in delta.items()}
                 if len(end) < len(signs):  # the forward pass, not the recomputation in backward
-                    log_weights.append(weigh(delta))
+                    if weigh is not None:
+                        log_weights.append(weigh(delta))
                     end.append(g.get_state())
                 state = {n: d.add_(params[n]) for n, d in delta.items()}  # W + ΔW in the noise's own memory
                 state.update({n: module.get_buffer(n).clone() for n in bn_buffers})  # only the centre updates stats

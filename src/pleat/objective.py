@@ -220,45 +220,40 @@ class PartialLocalEntropy:
             # no perturbation: exactly the plain loss
             out = self.model(*args)
             loss = engines._check_scalar(self.target.loss_fn(out, targets))
-            losses, log_weights = loss.unsqueeze(0), torch.zeros(1, dtype=loss.dtype, device=loss.device)
-        else:
-            engine = self._choose_engine(params)
-            losses = None
-            if engine == "vectorised":
-                state = g.get_state()
-                deltas = self._draw_all(params, g)
-                try:
-                    losses, out = engines.vectorised(self.target, deltas, args, targets)
-                except RuntimeError as e:
-                    if self.engine != "auto" or not _is_vmap_error(e):
-                        raise
-                    warnings.warn(
-                        f"pleat: vmap cannot run this model ({str(e).splitlines()[0]}); falling back to "
-                        "the sequential engine (pass engine='sequential' to silence)",
-                        stacklevel=2,
-                    )
-                    self.engine = "sequential"
-                    g.set_state(state)
-                else:
-                    if self.kernel.flat:
-                        log_weights = torch.zeros_like(losses)
-                    else:
-                        log_weights = torch.stack(
-                            [self._weigh({n: d[a] for n, d in deltas.items()}) for a in range(self.samples + 1)]
-                        )
-                        log_weights[0] = 0
-            if losses is None:
-                losses, out, lw = engines.sequential(
-                    self.target,
-                    lambda gen: self._draw_point(params, gen),
-                    g,
-                    self.samples,
-                    args,
-                    targets,
-                    self._weigh,
-                    self.antithetic,
+            return loss, loss.unsqueeze(0), torch.zeros(1, dtype=loss.dtype, device=loss.device), out
+        losses = None
+        if self._choose_engine(params) == "vectorised":
+            state = g.get_state()
+            deltas = self._draw_all(params, g)
+            try:
+                losses, out = engines.vectorised(self.target, deltas, args, targets)
+            except RuntimeError as e:
+                if self.engine != "auto" or not _is_vmap_error(e):
+                    raise
+                warnings.warn(
+                    f"pleat: vmap cannot run this model ({str(e).splitlines()[0]}); falling back to "
+                    "the sequential engine (pass engine='sequential' to silence)",
+                    stacklevel=3,
                 )
-                log_weights = torch.cat([torch.zeros(1, dtype=lw.dtype, device=lw.device), lw])
+                self.engine = "sequential"
+                g.set_state(state)
+            else:
+                lw = None
+                if not self.kernel.flat:
+                    lw = torch.stack([self._weigh({n: d[a] for n, d in deltas.items()}) for a in range(1, len(losses))])
+        if losses is None:
+            losses, out, lw = engines.sequential(
+                self.target,
+                lambda gen: self._draw_point(params, gen),
+                g,
+                self.samples,
+                args,
+                targets,
+                None if self.kernel.flat else self._weigh,
+                self.antithetic,
+            )
+        # log-kernel per point: 0 for the centre, and for every point of a flat kernel
+        log_weights = torch.zeros_like(losses) if lw is None else torch.cat([lw.new_zeros(1), lw])
         return aggregate(self.kind, losses, log_weights, self.beta), losses, log_weights, out
 
     def _summarise(self, loss: Tensor, losses: Tensor, log_weights: Tensor, out) -> Last:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
@@ -135,8 +136,6 @@ class RunStore:
 
     def save_checkpoint(self, state: dict, epoch: int) -> None:
         """Write checkpoint-<epoch>.pt, then point state.json at it, then drop older checkpoints."""
-        import io
-
         buffer = io.BytesIO()
         torch.save(state, buffer)
         data = buffer.getvalue()
@@ -165,8 +164,6 @@ class RunStore:
             raise CorruptRun(
                 f"{path} fails its sha256 check (truncated or altered); delete {self.dir} to train the run again"
             )
-        import io
-
         return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
 
     def rewrite_metrics(self, records: list[dict]) -> None:
