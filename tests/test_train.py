@@ -221,3 +221,84 @@ def test_cnn_run_with_augmentation_on_files_written_here(tmp_path, monkeypatch):
     assert result["epochs"] == 2 and len(metrics) == 2
     assert set(metrics[0]["temperature"]) == {f"features.{i}" for i in (0, 2, 5, 7, 9)} | {"head1", "head2", "out"}
     assert all(0 <= m["test_accuracy"] <= 1 for m in metrics)
+
+
+def _tiny_step(kind, seed=0, **kw):
+    """One training step of `kind` on the paper's fc2 in float64, and what a hand-written step does."""
+    import contextlib
+
+    import torch
+
+    from pleat.models import build
+    from pleat.temperature import LayerTemperature
+    from pleat.train import _optimizer, _step
+
+    config = Config.from_dict({"kind": kind, "radius": 0.05, "lr": 0.1, "momentum": 0.0, "layers": [2], **kw})
+    torch.manual_seed(seed)
+    model = build("fc2").double()
+    x = torch.randn(8, 784, dtype=torch.float64)
+    y = torch.arange(8) % 10
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    noise = torch.Generator().manual_seed(3)
+    step = _step(config, model, _optimizer(config, model), noise, contextlib.nullcontext)
+    step(x, y, LayerTemperature(model))
+    return config, model, before, x, y
+
+
+def _grad_at(model, params, x, y):
+    import torch
+    import torch.nn.functional as F
+
+    params = {n: p.clone().requires_grad_(True) for n, p in params.items()}
+    loss = F.cross_entropy(torch.func.functional_call(model, params, x), y)
+    return dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+
+
+def test_sam_step_is_the_two_pass_update():
+    import torch
+
+    config, model, before, x, y = _tiny_step("sam", layers=[])
+    g = _grad_at(model, before, x, y)
+    norm = torch.sqrt(sum((v**2).sum() for v in g.values()))
+    up = {n: before[n] + config.radius * g[n] / norm for n in before}
+    g_up = _grad_at(model, up, x, y)
+    w = model.fc2.weight.detach()
+    assert (w - (before["fc2.weight"] - config.lr * g["fc2.weight"])).abs().max() > 1e-6  # not the plain step
+    for n, p in model.named_parameters():  # pytorch-optimizer rounds differently, at ~1e-10
+        torch.testing.assert_close(p.detach(), before[n] - config.lr * g_up[n], rtol=1e-6, atol=1e-9)
+
+
+def test_noise_step_takes_the_gradient_at_a_gaussian_shift_of_the_chosen_layer():
+    import torch
+
+    import pleat
+
+    config, model, before, x, y = _tiny_step("noise")
+    shift = pleat.Gaussian(gamma=3 / config.radius**2).sample_(
+        torch.empty_like(before["fc2.weight"]), torch.Generator().manual_seed(3)
+    )
+    assert abs(shift.var().item() / (config.radius**2 / 3) - 1) < 0.01  # the box's per-weight variance
+    g = _grad_at(model, {**before, "fc2.weight": before["fc2.weight"] + shift}, x, y)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), before[n] - config.lr * g[n], rtol=1e-9, atol=1e-12)
+
+
+@needs_data
+def test_probe_windows_in_steps(tmp_path):
+    config = quick(tmp_path, kind="none", epochs=2, train_subset=1000, batch_size=100, probe_every=3)
+    train(config)
+    metrics = RunStore(config).metrics()
+    steps = [w["step"] for m in metrics for w in m["windows"]]
+    assert steps == list(range(3, 21, 3))  # windows span epochs: 20 steps in all, one window every 3
+    assert set(metrics[0]["windows"][0]["temperature"]) == {"fc1", "fc2", "out"} and metrics[0]["temperature"] == {}
+
+
+def test_one_process_per_run(tmp_path):
+    from pleat.store import RunBusy
+
+    store = RunStore(quick(tmp_path))
+    with store.lock(), pytest.raises(RunBusy, match="another process"):
+        with RunStore(quick(tmp_path)).lock():
+            pass
+    with store.lock():  # released
+        pass

@@ -17,7 +17,7 @@ else:  # pragma: no cover
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "stl10")
 MODELS = ("fc2", "fc3", "fc4", "cnn-cifar10", "cnn-stl10")
-KINDS = ("none", "pla", "plea")
+KINDS = ("none", "pla", "plea", "sam", "noise")
 DTYPES = ("float32", "float64", "bfloat16")
 # keys that say where and how to run, not what to compute: they do not enter the run's identity
 NOT_HASHED = ("data_dir", "out_dir", "device", "engine", "tensorboard", "progress")
@@ -30,9 +30,12 @@ class Config:
     dataset: str = "fashion-mnist"  # mnist | fashion-mnist | cifar10 | stl10
     model: str = "fc2"  # fc2 | fc3 | fc4 (784-wide hidden layers) | cnn-cifar10 (eq 24) | cnn-stl10 (eq 25)
     activation: str = "relu"  # relu | tanh
-    kind: str = "pla"  # none (plain training) | pla (eq 23) | plea (eq 22)
+    # none (plain training) | pla (eq 23) | plea (eq 22); baselines beyond the paper: sam (sharpness-aware
+    # minimisation, pytorch-optimizer's SAM, over every parameter) | noise (each step's gradient is taken at
+    # W + ΔW, ΔW Gaussian on `layers` with the box's per-weight variance R²/3)
+    kind: str = "pla"
     layers: tuple = (2,)  # smoothed layers, as in PartialLocalEntropy: 1-based indices or module names
-    radius: float = 0.01  # R: half-side of the hypercube, per weight
+    radius: float = 0.01  # R: half-side of the hypercube, per weight (sam: ρ, the L2 norm of the ascent step)
     samples: int = 4  # y: extra points besides the centre
     sharpness: float = math.inf  # k: soft-box sharpness; inf is the hard box
     lr: float = 1e-4  # SGD learning rate
@@ -40,6 +43,7 @@ class Config:
     batch_size: int = 256  # examples per minibatch
     epochs: int = 120  # passes over the training set
     weight_decay: float = 0.0  # L2 coefficient of SGD
+    probe_every: int = 0  # layer-temperature window in training steps; 0: one window per epoch
     seed: int = 0  # initialisation, shuffling, augmentation and perturbations all derive from it
     train_subset: int = 0  # first N training examples; 0: the whole training set
     test_subset: int = 0  # first N test examples; 0: the whole test set
@@ -75,7 +79,7 @@ class Config:
             bad("radius", "must be a finite number >= 0")
         if not self.sharpness > 0:
             bad("sharpness", "must be > 0 (inf for the hard box)")
-        for key in ("samples", "train_subset", "test_subset", "seed"):
+        for key in ("samples", "train_subset", "test_subset", "seed", "probe_every"):
             if getattr(self, key) < 0:
                 bad(key, "must be >= 0")
         for key in ("batch_size", "epochs"):
@@ -87,8 +91,8 @@ class Config:
             bad("momentum", "must be in [0, 1)")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             bad("weight_decay", "must be a finite number >= 0")
-        if self.kind != "none" and not self.layers:
-            bad("layers", "must name at least one layer when kind is not 'none'")
+        if self.kind in ("pla", "plea", "noise") and not self.layers:
+            bad("layers", f"must name at least one layer when kind is {self.kind!r}")
         for entry in self.layers:
             if isinstance(entry, bool) or not isinstance(entry, (int, str)):
                 bad("layers", "entries must be 1-based layer indices or module names")

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -29,6 +31,10 @@ from pleat.config import Config
 
 class CorruptRun(RuntimeError):
     """A store file failed its integrity check; the message names the file and what to do."""
+
+
+class RunBusy(RuntimeError):
+    """Another process is training this run right now."""
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -124,6 +130,20 @@ class RunStore:
         if not (self.dir / "config.json").exists():
             _atomic_write(self.dir / "config.json", json.dumps(self.config.to_dict(), indent=2).encode())
         _atomic_write(self.dir / "environment.json", json.dumps(env, indent=2).encode())
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold an exclusive lock on the run while training it, so that two processes never write one run.
+
+        The lock is the kernel's (flock): it goes away with its process, even after kill -9.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as e:
+                raise RunBusy(f"{self.dir} is being trained by another process; wait for it or stop it") from e
+            yield
 
     def append_metrics(self, record: dict) -> None:
         with open(self.dir / "metrics.jsonl", "a") as f:

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from pleat import data as datasets
 from pleat.config import Config
 from pleat.models import build
+from pleat.kernels import Gaussian
 from pleat.objective import PartialLocalEntropy
+from pleat.select import select
 from pleat.store import RunStore, environment
 from pleat.temperature import LayerTemperature
 
@@ -67,6 +69,11 @@ def train(config: Config) -> dict:
     store = RunStore(config)
     if store.finished:
         return store.result()
+    with store.lock():
+        return store.result() if store.finished else _train(config, store, device)
+
+
+def _train(config: Config, store: RunStore, device: torch.device) -> dict:
     data = datasets.load(
         config.dataset,
         config.data_dir or None,
@@ -86,23 +93,9 @@ def train(config: Config) -> dict:
 
     torch.manual_seed(config.seed)
     model = build(config.model, config.activation).to(device=device, dtype=dtype)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=False
-    )
+    optimizer = _optimizer(config, model)
     noise = torch.Generator(device).manual_seed(derive(config.seed, "noise"))
-    objective = None
-    if config.kind != "none":
-        objective = PartialLocalEntropy(
-            model,
-            F.cross_entropy,
-            layers=list(config.layers),
-            radius=config.radius,
-            samples=config.samples,
-            kind=config.kind,
-            sharpness=config.sharpness,
-            generator=noise,
-            engine=config.engine,
-        )
+    step = _step(config, model, optimizer, noise, autocast)
     probe = LayerTemperature(model)
     history: list[dict] = []
     start_epoch = 0
@@ -135,24 +128,17 @@ def train(config: Config) -> dict:
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         batches = order.to(device).split(config.batch_size)
-        for step, index in enumerate(_progress(batches, config.progress, leave=False, unit="step")):
+        windows: list[dict] = []  # probe windows closed in this epoch (probe_every > 0)
+        for step_index, index in enumerate(_progress(batches, config.progress, leave=False, unit="step")):
             x, y = data.x_train[index], data.y_train[index]
-            x = data.augment(x, derive(config.seed, "augment", epoch, step))
-            optimizer.zero_grad(set_to_none=True)
-            with autocast():
-                if objective is None:
-                    out = model(x)
-                    loss = centre = F.cross_entropy(out, y)
-                else:
-                    loss = objective(x, y)
-                    out, centre = objective.last.output, objective.last.centre_loss
-            loss.backward()
-            probe.step()
-            optimizer.step()
+            x = data.augment(x, derive(config.seed, "augment", epoch, step_index))
+            centre, out = step(x, y, probe)
+            if config.probe_every and (global_step := epoch * len(batches) + step_index + 1) % config.probe_every == 0:
+                windows.append({"step": global_step, "temperature": {k: list(v) for k, v in probe.epoch().items()}})
             loss_sum += centre.detach().double() * len(y)  # on the device: no host sync per step
             correct += (out.argmax(1) == y).sum()
         test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test, autocast=autocast)
-        temperature = probe.epoch()
+        temperature = {} if config.probe_every else probe.epoch()
         record = {
             "epoch": epoch + 1,
             "train_loss": float(loss_sum) / n,
@@ -160,6 +146,7 @@ def train(config: Config) -> dict:
             "test_loss": test_loss,
             "test_accuracy": test_accuracy,
             "temperature": {k: list(v) for k, v in temperature.items()},
+            **({"windows": windows} if config.probe_every else {}),
             "seconds": time.time() - epoch_start,
         }
         history.append(record)
@@ -199,6 +186,79 @@ def train(config: Config) -> dict:
     }
     store.finish(result)
     return result
+
+
+def _optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with the config's learning rate, momentum (no Nesterov) and weight decay; wrapped in SAM for kind sam."""
+    sgd = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=False)
+    if config.kind != "sam":
+        return torch.optim.SGD(model.parameters(), **sgd)
+    try:
+        from pytorch_optimizer import SAM
+    except ImportError as e:
+        raise ImportError("kind = 'sam' needs pytorch-optimizer: pip install 'pleat[train]'") from e
+    return SAM(model.parameters(), torch.optim.SGD, rho=config.radius, **sgd)
+
+
+def _step(config: Config, model, optimizer, noise: torch.Generator, autocast):
+    """The training step of the config's kind: `step(x, y, probe) -> (centre loss, centre output)`.
+
+    It zeroes the gradients, computes the loss and its gradient, lets the probe read the gradient (pla/plea: of the
+    smoothed loss; noise: at W + ΔW; none/sam: at W), then updates the weights.
+    """
+    if config.kind in ("pla", "plea"):
+        objective = PartialLocalEntropy(
+            model,
+            F.cross_entropy,
+            layers=list(config.layers),
+            radius=config.radius,
+            samples=config.samples,
+            kind=config.kind,
+            sharpness=config.sharpness,
+            generator=noise,
+            engine=config.engine,
+        )
+
+        def forward(x, y):
+            loss = objective(x, y)
+            return loss, objective.last.centre_loss, objective.last.output
+
+    elif config.kind == "noise" and config.radius > 0:
+        names = [s.name for s in select(model, list(config.layers))]
+        kernel = Gaussian(gamma=3 / config.radius**2)  # variance R²/3, as the box's
+
+        def forward(x, y):
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                shifts = {n: kernel.sample_(torch.empty_like(params[n]), noise) for n in names}
+            # the shift is a constant: the gradient at W + ΔW lands on the parameters themselves
+            out = torch.func.functional_call(model, {**params, **{n: params[n] + d for n, d in shifts.items()}}, x)
+            loss = F.cross_entropy(out, y)
+            return loss, loss, out
+
+    else:
+
+        def forward(x, y):
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            return loss, loss, out
+
+    def step(x, y, probe):
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            loss, centre, out = forward(x, y)
+        loss.backward()
+        probe.step()
+        if config.kind == "sam":
+            optimizer.first_step(zero_grad=True)  # climb to W + ρ g/|g|
+            with autocast():
+                forward(x, y)[0].backward()
+            optimizer.second_step()  # back to W, then the SGD step with the gradient taken up there
+        else:
+            optimizer.step()
+        return centre.detach(), out
+
+    return step
 
 
 def _tensorboard(store: RunStore, start_epoch: int):
