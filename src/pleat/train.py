@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from pleat import data as datasets
 from pleat.config import Config
-from pleat.models import build
 from pleat.kernels import Gaussian
+from pleat.models import build
 from pleat.objective import PartialLocalEntropy
 from pleat.select import select
 from pleat.store import RunStore, environment
