@@ -1,4 +1,4 @@
-"""The `pleat` command line: `pleat train [CONFIG.toml] [--set key=value ...]`, `pleat runs [DIR]`."""
+"""The `pleat` command line: `pleat train`, `pleat reproduce`, `pleat report`, `pleat runs`."""
 
 from __future__ import annotations
 
@@ -58,6 +58,43 @@ def _runs(args) -> int:
     return 0
 
 
+def _reproduce(args) -> int:
+    from pleat.reproduce import reproduce
+
+    done = reproduce(
+        args.figure,
+        budget=args.budget,
+        seeds=args.seeds,
+        executor=args.executor,
+        workers=args.workers,
+        address=args.address,
+        out=args.out,
+        data_dir=args.data_dir or "",
+        device=args.device,
+        dry_run=args.dry_run,
+        cpus_per_task=args.cpus_per_task,
+        gpus_per_task=args.gpus_per_task,
+    )
+    if args.dry_run:
+        return 0
+    for key, error in done["failed"]:
+        print(f"run {key} failed: {error}", file=sys.stderr)
+    for v in done["verdicts"]:
+        print(f"  {v.verdict:>15}  {v.text}")
+    print(f"figure {done['figure']}, report {done['report']}")
+    return 1 if done["failed"] else 0
+
+
+def _report(args) -> int:
+    from pleat.reproduce import write_report
+
+    path, verdicts, _ = write_report(args.dirs, args.out)
+    for v in verdicts:
+        print(f"  {v.verdict:>15}  {v.text}")
+    print(f"report {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pleat", description="Partial local entropy: train and probe networks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +109,26 @@ def main(argv: list[str] | None = None) -> int:
             help=f"config key {f.name} (default {f.default!r})",
         )
     train.set_defaults(run=_train)
+    rep = sub.add_parser("reproduce", help="a figure of the paper: its sweep, figure and report")
+    rep.add_argument(
+        "figure", help="fig1, fig3, fig4-left, fig4-right, fig5, fig6, fig7, fig8, baselines, or a spec file"
+    )
+    rep.add_argument("--budget", default="smoke", help="smoke (seconds, mechanics) | quick (~1 h on 2 cores) | paper")
+    rep.add_argument("--seeds", type=int, help="seeds per setting (default: the budget's, 3 for quick and paper)")
+    rep.add_argument("--executor", default="local", help="local (a pool of processes) | ray (a Ray cluster)")
+    rep.add_argument("--workers", type=int, help="local processes; the cores are divided between them")
+    rep.add_argument("--address", help="Ray cluster address (host:port or ray://host:port); none: a local Ray")
+    rep.add_argument("--cpus-per-task", type=float, default=1, help="Ray: CPUs per run (default 1)")
+    rep.add_argument("--gpus-per-task", type=float, default=0, help="Ray: GPUs per run, fractions allowed")
+    rep.add_argument("--out", help="the sweep folder (default results/FIGURE-BUDGET)")
+    rep.add_argument("--data-dir", help="the data root (default $PLEAT_DATA, else ~/.cache/pleat/data)")
+    rep.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    rep.add_argument("--dry-run", action="store_true", help="list the runs and an estimated time; train nothing")
+    rep.set_defaults(run=_reproduce)
+    report = sub.add_parser("report", help="one self-contained HTML report of sweep folders or run stores")
+    report.add_argument("dirs", nargs="+", help="sweep folders (from pleat reproduce) or run stores")
+    report.add_argument("--out", default="report.html", help="the HTML file to write (default report.html)")
+    report.set_defaults(run=_report)
     runs = sub.add_parser("runs", help="what ran in a run store: status, epochs, best and final accuracy")
     runs.add_argument("dir", nargs="?", default="runs")
     runs.set_defaults(run=_runs)

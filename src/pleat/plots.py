@@ -9,13 +9,12 @@ from pleat.regimes import Regimes
 from pleat.temperature import curves
 
 
-def _pyplot():
-    import matplotlib
+def _figure(size: tuple[float, float], panels: int = 1):
+    """A Figure with `panels` axes side by side, without pyplot: no backend switch in the user's session."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=size)
+    return fig, fig.subplots(1, panels)
 
 
 def plot_temperature(
@@ -29,10 +28,20 @@ def plot_temperature(
 
     Returns the matplotlib Figure; saved to `path` (PNG, SVG, PDF by extension) when given.
     """
-    plt = _pyplot()
+    fig, ax = _figure((7, 4.5))
+    draw_temperature(ax, history, regimes, times)
+    ax.set_xlabel("epoch")
+    ax.set_title(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path)
+    return fig
+
+
+def draw_temperature(ax, history, regimes: Regimes | None = None, times=None) -> None:
+    """Draw ln s_I (solid) and ln std (dashed) per layer on `ax`, log axes, regime boundaries marked."""
     data = curves(history)
     t = list(times) if times is not None else list(range(1, len(history) + 1))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, (name, (signal, noise)) in enumerate(data.items()):
         colour = f"C{k}"
         ax.plot(t, signal, "-", color=colour, label=f"{name} signal")
@@ -61,20 +70,13 @@ def plot_temperature(
                 va="bottom",
                 fontsize=8,
             )
-    ax.set_xlabel("epoch")
     ax.set_ylabel("mean |∂L/∂w| per layer (log)")
-    ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path)
-    return fig
 
 
 def plot_flatness(profile: FlatnessProfile, path: str | Path | None = None, title: str = "Flatness per layer"):
     """Loss rise against radius for each layer subset (log axes), with standard errors and the R²/6·tr H line."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = _figure((6, 4.5))
     subsets = list(dict.fromkeys(r.subset for r in profile.rows))
     for k, subset in enumerate(subsets):
         rows = [r for r in profile.rows if r.subset == subset]

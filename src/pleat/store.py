@@ -197,6 +197,17 @@ class RunStore:
         return json.loads((self.dir / "result.json").read_text())
 
 
+def import_run(config: Config, env: dict, metrics: list[dict], result: dict) -> dict:
+    """Write a run trained elsewhere (a Ray worker) into this store, finished; returns its result here."""
+    store = RunStore(config)
+    with store.lock():
+        store.create(env)
+        store.rewrite_metrics(metrics)
+        result = {**result, "run": str(store.dir)}
+        store.finish(result)
+    return result
+
+
 def runs(out_dir: str | os.PathLike = "runs"):
     """Every run under `out_dir` as a pandas DataFrame: config keys, status, epochs done, best/final accuracy."""
     import pandas as pd

@@ -1,0 +1,21 @@
+"""The paper's experiments: a spec per figure, sweeps on a local pool or a Ray cluster, figures, claims, report."""
+
+from pleat.reproduce.claims import CHECKS, Verdict, judge
+from pleat.reproduce.report import write_report
+from pleat.reproduce.spec import BUDGETS, Run, Spec, available, expand, load_spec
+from pleat.reproduce.sweep import reproduce, results_table
+
+__all__ = [
+    "BUDGETS",
+    "CHECKS",
+    "Run",
+    "Spec",
+    "Verdict",
+    "available",
+    "expand",
+    "judge",
+    "load_spec",
+    "reproduce",
+    "results_table",
+    "write_report",
+]

@@ -1,0 +1,130 @@
+"""Where the runs of a sweep are trained: a local pool of processes, or a Ray cluster.
+
+Both take run configs and yield `(config, result, error)` as runs finish; the run's numbers land in the driver's
+run store either way. The local pool divides the machine's cores between its workers, because torch processes
+that oversubscribe the cores slow each other down many times over. Ray tasks train into a folder on their worker
+(which need not share a filesystem with the driver), return the run as data, and the driver writes it into its
+own store; a task that dies is retried and resumes from its checkpoint when it lands where that checkpoint is.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import multiprocessing
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from pleat.config import Config
+
+EXECUTORS = ("local", "ray")
+
+
+def cores() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _die_with_parent() -> None:
+    """Linux: kill this worker when the driver dies, so that a killed sweep leaves no orphan training."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
+
+
+def _start_worker(threads: int) -> None:
+    import torch
+
+    _die_with_parent()
+    torch.set_num_threads(threads)
+
+
+def _train(values: dict) -> dict:
+    from pleat.train import train
+
+    return train(Config.from_dict(values))
+
+
+def local(configs: list[Config], workers: int) -> Iterator[tuple[Config, dict | None, str | None]]:
+    """Train `configs` on `workers` processes of cores // workers torch threads each."""
+    threads = max(1, cores() // workers)
+    context = multiprocessing.get_context("spawn")  # no fork of a process that holds OpenMP threads
+    with futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(threads,)
+    ) as pool:
+        pending = {pool.submit(_train, c.to_dict()): c for c in configs}
+        for done in futures.as_completed(pending):
+            config = pending[done]
+            try:
+                yield config, done.result(), None
+            except Exception as e:  # one failed run is reported; the others go on
+                yield config, None, f"{type(e).__name__}: {e}"
+
+
+def check_address(address: str | None) -> None:
+    """Fail fast, with one clear line, when a Ray address does not answer (ray.init would wait a long time)."""
+    if not address or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"Ray address {address!r} does not answer ({e}); start a cluster with `ray start --head`"
+        ) from e
+
+
+def _ray_train(values: dict, worker_dir: str) -> dict:
+    """A Ray task: train into `worker_dir` on the worker, return the whole run as data."""
+    import json
+
+    import torch
+
+    from pleat.store import RunStore
+    from pleat.train import train
+
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    config = Config.from_dict({**values, "out_dir": str(Path(worker_dir).expanduser())})
+    result = train(config)
+    store = RunStore(config)
+    return {
+        "result": result,
+        "metrics": store.metrics(),
+        "environment": json.loads((store.dir / "environment.json").read_text()),
+    }
+
+
+def ray(
+    configs: list[Config],
+    address: str | None,
+    cpus: float = 1,
+    gpus: float = 0,
+    worker_dir: str = "~/.cache/pleat/ray-runs",
+    retries: int = 3,
+) -> Iterator[tuple[Config, dict | None, str | None]]:
+    """Train `configs` as Ray tasks of `cpus` CPUs and `gpus` GPUs each, on the cluster at `address` (None: local)."""
+    try:
+        import ray as ray_
+    except ImportError as e:
+        raise ValueError("--executor ray needs Ray: pip install 'pleat[cluster]'") from e
+    from pleat.store import import_run
+
+    check_address(address)
+    if not ray_.is_initialized():
+        ray_.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    task = ray_.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries, retry_exceptions=False)(_ray_train)
+    env = {"env_vars": {"OMP_NUM_THREADS": str(max(1, int(cpus)))}}
+    pending = {task.options(runtime_env=env).remote(c.to_dict(), worker_dir): c for c in configs}
+    while pending:
+        done, _ = ray_.wait(list(pending), num_returns=1)
+        config = pending.pop(done[0])
+        try:
+            run = ray_.get(done[0])
+        except Exception as e:
+            yield config, None, f"{type(e).__name__}: {e}"
+            continue
+        yield config, import_run(config, run["environment"], run["metrics"], run["result"]), None

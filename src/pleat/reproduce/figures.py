@@ -1,0 +1,202 @@
+"""The figures of a sweep, drawn from its results table (see `sweep.results_table`), mean ± std over seeds.
+
+Layers are labelled by the indices the spec gives ({1,2}), never by module names. Figures are matplotlib
+`Figure`s built without pyplot, so drawing never switches a notebook's backend.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from pleat.plots import _figure, draw_temperature
+
+BUDGET_NOTE = {
+    "smoke": "smoke budget: checks the mechanics, not the claims",
+    "quick": "quick budget: a compressed schedule, not the paper's protocol",
+    "paper": "paper budget: the paper's protocol",
+}
+
+
+def subset_name(layers) -> str:
+    return "{" + ",".join(str(x) for x in layers) + "}"
+
+
+def rgb(layers) -> tuple[float, float, float]:
+    """Figure 4 right's colour code: red = layer 1, green = 2, blue = 3; all three is grey, not white."""
+    c = tuple(0.85 if i in layers else 0.0 for i in (1, 2, 3))
+    return (0.45, 0.45, 0.45) if all(c) else c
+
+
+def _series(table, keys: list[str]):
+    """(label, rows) for each combination of `keys`, in the table's order."""
+    out = []
+    for values, rows in table.groupby(keys, sort=False, dropna=False):
+        values = values if isinstance(values, tuple) else (values,)
+        parts = []
+        for k, v in zip(keys, values):
+            if k == "arm":
+                parts.append(str(v))
+            elif k == "layers":
+                parts.append(subset_name(v) if v else "")
+            elif k == "samples":
+                parts.append(f"y = {v}")
+            else:
+                parts.append(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}")
+        out.append((" ".join(p for p in parts if p), dict(zip(keys, values)), rows))
+    return out
+
+
+def _varying(table, keys: list[str]) -> list[str]:
+    return [k for k in keys if k in table and table[k].astype(str).nunique() > 1]
+
+
+def _mean_std(values) -> tuple[float, float]:
+    values = [float(v) for v in values]
+    m = sum(values) / len(values)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, s
+
+
+def accuracy_vs_radius(table, spec, budget: str):
+    """Figures 3-5: best (left) and final (right) test accuracy against R, one curve per subset; references flat."""
+    fig, axes = _figure((12, 4.8), 2)
+    on_axis = table.groupby("arm")["radius"].transform("nunique") > 1
+    curves, references = table[on_axis], table[~on_axis]
+    keys = ["arm"] + _varying(curves, ["layers", "samples"])
+    for ax, metric, name in zip(axes, ("best_test_accuracy", "final_test_accuracy"), ("best", "final")):
+        for k, (label, values, rows) in enumerate(_series(curves, keys)):
+            stats = rows.groupby("radius")[metric].agg(list).sort_index()
+            r = list(stats.index)
+            m, s = zip(*(_mean_std(v) for v in stats))
+            colour = rgb(values["layers"]) if spec.colours == "rgb" and "layers" in values else f"C{k}"
+            ax.plot(r, m, "o-", color=colour, label=label)
+            ax.fill_between(r, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=colour, alpha=0.15)
+        for k, (label, _, rows) in enumerate(_series(references, ["arm"] + _varying(references, ["weight_decay"]))):
+            m, s = _mean_std(rows[metric])
+            ax.axhline(m, color="black", ls=["--", ":", "-."][k % 3], lw=1, label=f"{label} (mean ± std)")
+            ax.axhspan(m - s, m + s, color="black", alpha=0.08)
+        ax.set_xscale("log")
+        ax.set_xlabel("radius R (half-side of the box, per weight)")
+        ax.set_ylabel(f"{name} test accuracy")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return _finish(fig, spec, budget, table)
+
+
+def training_curves(table, spec, budget: str):
+    """Figures 6-8: training loss (left) and test accuracy (right, train accuracy paler) against epochs."""
+    fig, axes = _figure((12, 4.8), 2)
+    keys = ["arm"] + _varying(table, ["weight_decay", "radius"])
+    for k, (label, _, rows) in enumerate(_series(table, keys)):
+        colour = f"C{k}"
+        for ax, metric, style in (
+            (axes[0], "train_loss", dict(alpha=1.0)),
+            (axes[1], "test_accuracy", dict(alpha=1.0)),
+            (axes[1], "train_accuracy", dict(alpha=0.35, ls="--")),
+        ):
+            runs = [[m[metric] for m in metrics] for metrics in rows["metrics"]]
+            epochs = range(1, min(map(len, runs)) + 1)
+            stats = [_mean_std([run[e - 1] for run in runs]) for e in epochs]
+            m, s = [a for a, _ in stats], [b for _, b in stats]
+            name = label if metric != "train_accuracy" else None
+            ax.plot(list(epochs), m, color=colour, label=name, **style)
+            ax.fill_between(
+                list(epochs), [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=colour, alpha=0.1
+            )
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("training loss (at the centre W)")
+    axes[1].set_ylabel("test accuracy (solid), train accuracy (dashed, paler)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    return _finish(fig, spec, budget, table)
+
+
+def temperature(table, spec, budget: str):
+    """Figure 1: ln s_I (solid) and ln std (dashed) per layer against steps, regimes marked.
+
+    Each curve is the geometric mean over seeds.
+    """
+    from pleat.regimes import regimes
+
+    groups = _series(table, ["arm"] + _varying(table, ["activation"]))
+    fig, axes = _figure((7 * len(groups), 4.8), len(groups))
+    axes = axes if len(groups) > 1 else [axes]
+    for ax, (label, _, rows) in zip(axes, groups):
+        runs = [[w for m in metrics for w in m.get("windows", [])] for metrics in rows["metrics"]]
+        length = min(map(len, runs))
+        if length < 2:
+            ax.set_title(f"{label}: no probe windows (probe_every = 0)")
+            continue
+        history = []
+        for i in range(length):
+            layers = runs[0][i]["temperature"]
+            history.append(
+                {
+                    name: tuple(
+                        math.exp(sum(math.log(run[i]["temperature"][name][j]) for run in runs) / len(runs))
+                        for j in (0, 1)
+                    )
+                    for name in layers
+                }
+            )
+        steps = [w["step"] for w in runs[0][:length]]
+        try:
+            found = regimes(history, times=steps)
+        except ValueError:
+            found = None
+        draw_temperature(ax, history, found, steps)
+        ax.set_xlabel("training step")
+        ax.set_title(f"{label} ({len(runs)} seeds)", fontsize=10)
+    return _finish(fig, spec, budget, table)
+
+
+def best_settings(table, spec, budget: str):
+    """Baselines: each method at its best setting, best test accuracy mean ± std over seeds."""
+    fig, ax = _figure((10, 4.8))
+    labels, means, stds = [], [], []
+    for arm, rows in table.groupby("arm", sort=False):
+        keys = _varying(rows, ["radius", "weight_decay", "layers"])
+        if keys:
+            setting = rows.groupby(keys)["best_test_accuracy"].mean().idxmax()
+            setting = setting if isinstance(setting, tuple) else (setting,)
+            for k, v in zip(keys, setting):
+                rows = rows[rows[k] == v]
+            what = ", ".join(f"{'R' if k == 'radius' else k} {v:g}" for k, v in zip(keys, setting))
+            arm = f"{arm}\n({what})"
+        m, s = _mean_std(rows["best_test_accuracy"])
+        labels.append(arm)
+        means.append(m)
+        stds.append(s)
+    ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color=[f"C{k}" for k in range(len(labels))])
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    low = min(m - s for m, s in zip(means, stds))
+    ax.set_ylim(max(0.0, low - 0.02), min(1.0, max(m + s for m, s in zip(means, stds)) + 0.01))
+    ax.set_ylabel("best test accuracy (each at its best setting)")
+    ax.grid(alpha=0.3, axis="y")
+    return _finish(fig, spec, budget, table)
+
+
+def _finish(fig, spec, budget: str, table):
+    seeds = table.groupby("arm")["seed"].nunique().min()
+    note = BUDGET_NOTE.get(budget, "runs of a user's store")
+    fig.suptitle(f"{spec.title}\n{note}; {seeds} seed(s) per point", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+DRAW = {
+    "radius": accuracy_vs_radius,
+    "curves": training_curves,
+    "temperature": temperature,
+    "baselines": best_settings,
+}
+
+
+def draw(table, spec, budget: str, path: str | Path):
+    """Draw the spec's figure from `table` and save it to `path`; returns the path."""
+    fig = DRAW[spec.plot](table, spec, budget)
+    fig.savefig(path, dpi=110)
+    return Path(path)

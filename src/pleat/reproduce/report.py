@@ -1,0 +1,222 @@
+"""The report: one self-contained HTML file (figures embedded, no network) with each claim beside what the runs show.
+
+`pleat report DIR...` takes sweep folders written by `pleat reproduce` (they hold sweep.json and spec.toml: the
+figure is drawn and the spec's claims judged) or any run store (runs are grouped by the config keys that differ).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from pleat.reproduce import claims as claims_
+from pleat.reproduce.figures import BUDGET_NOTE, draw, subset_name
+from pleat.reproduce.spec import Spec, load_spec
+from pleat.reproduce.sweep import results_table
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+td, th { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+img { max-width: 100%; }
+.supported { background: #d9f2d9; } .contradicted { background: #f8d7d7; }
+.inconclusive { background: #fff3cd; } .not-enough-runs { background: #e8e8e8; }
+.budget { padding: 0.5em 1em; background: #eef; border-left: 4px solid #88c; }
+code { font-size: 0.9em; }
+"""
+
+_IDENTITY = ("dataset", "model", "activation", "kind", "layers", "radius", "samples", "sharpness", "lr", "momentum")
+_IDENTITY += ("batch_size", "epochs", "weight_decay", "train_subset", "test_subset", "probe_every", "dtype")
+
+
+def _image(fig_path: Path) -> str:
+    data = base64.b64encode(fig_path.read_bytes()).decode()
+    return f'<img alt="{html.escape(fig_path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def _fmt(v) -> str:
+    if isinstance(v, tuple):
+        return subset_name(v) if v else "-"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _table(header: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cls = f' class="{classes[i]}"' if classes and classes[i] else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _claims_html(verdicts: list[claims_.Verdict], budget: str | None) -> str:
+    rows, classes = [], []
+    for v in verdicts:
+        shown = "-" if v.difference is None else f"{v.difference:+.4f}"
+        interval = "-" if v.interval is None else f"[{v.interval[0]:+.4f}, {v.interval[1]:+.4f}]"
+        rows.append([v.text, v.detail, shown, interval, v.seeds, v.verdict])
+        classes.append(v.verdict.replace(" ", "-"))
+    header = ["the paper's claim", "what was compared", "difference", "95% interval", "seeds", "verdict"]
+    note = f"<p>Verdicts rest on the {html.escape(budget)} budget.</p>" if budget else ""
+    return note + _table(header, rows, classes)
+
+
+def _groups_html(table) -> str:
+    """Runs grouped by the config keys that differ (besides seed): mean ± std of best and final accuracy."""
+    keys = [k for k in ("arm", *_IDENTITY) if k in table and table[k].astype(str).nunique() > 1] or ["arm"]
+    rows = []
+    for values, group in table.groupby(keys, sort=False, dropna=False):
+        values = values if isinstance(values, tuple) else (values,)
+        best, final = group["best_test_accuracy"], group["final_test_accuracy"]
+        rows.append(
+            [
+                *(_fmt(v) for v in values),
+                len(group),
+                f"{best.mean():.4f} ± {best.std(ddof=1) if len(group) > 1 else 0:.4f}",
+                f"{final.mean():.4f} ± {final.std(ddof=1) if len(group) > 1 else 0:.4f}",
+            ]
+        )
+    return _table([*keys, "seeds", "best test accuracy", "final test accuracy"], rows)
+
+
+def _common_html(table) -> str:
+    same = {k: _fmt(table[k].iloc[0]) for k in _IDENTITY if k in table and table[k].astype(str).nunique() == 1}
+    return _table(["config key", "value (every run)"], [[k, v] for k, v in same.items()])
+
+
+def _environment_html(store: Path, table) -> str:
+    seen = {}
+    for run in table["run"]:
+        path = store / run / "environment.json"
+        if path.exists():
+            env = json.loads(path.read_text())
+            key = (env.get("device_name"), env["versions"].get("torch"), env.get("git_commit"), env.get("threads"))
+            seen[key] = seen.get(key, 0) + 1
+    rows = [[d, t, (c or "-")[:12], th, n] for (d, t, c, th), n in seen.items()]
+    return _table(["device", "torch", "git commit", "threads", "runs"], rows)
+
+
+def _store(folder: Path) -> Path:
+    return folder / "runs" if (folder / "runs").is_dir() else folder
+
+
+def _section(folder: Path, figure_dir: Path) -> tuple[str, list[claims_.Verdict], Path | None]:
+    """The HTML of one sweep folder or run store, its verdicts and its figure."""
+    sweep = folder / "sweep.json"
+    spec, budget = None, None
+    if sweep.exists():
+        spec, budget = load_spec(folder / "spec.toml"), json.loads(sweep.read_text())["budget"]
+    table = results_table(folder, spec, budget)
+    title = spec.title if spec else f"Runs in {folder}"
+    parts = [f"<h2>{html.escape(title)}</h2>"]
+    if budget:
+        parts.append(f'<p class="budget">{html.escape(BUDGET_NOTE[budget])}. Folder: <code>{folder}</code></p>')
+    if spec and spec.notes:
+        parts.append(f"<p>{html.escape(spec.notes.strip())}</p>")
+    if table.empty:
+        parts.append("<p>No finished run yet.</p>")
+        return "\n".join(parts), [], None
+    if spec is None:
+        varying = [k for k in _IDENTITY if table[k].astype(str).nunique() > 1]
+        table["arm"] = [" ".join(f"{k}={_fmt(r[k])}" for k in varying) or r["kind"] for _, r in table.iterrows()]
+        spec = Spec(folder.name, title, "curves", (), {}, (), {})
+    figure = draw(table, spec, budget, figure_dir / f"{spec.name}.png")
+    parts.append(_image(figure))
+    verdicts = claims_.judge(table, spec)
+    if verdicts:
+        parts.append("<h3>Claims</h3>" + _claims_html(verdicts, budget))
+    parts.append("<h3>Runs</h3>" + _groups_html(table))
+    parts.append("<h3>Shared configuration</h3>" + _common_html(table))
+    parts.append("<h3>Environment</h3>" + _environment_html(_store(folder), table))
+    return "\n".join(parts), verdicts, figure
+
+
+def write_report(folders: list[str | Path], path: str | Path) -> tuple[Path, list[claims_.Verdict], list[Path]]:
+    """Write the report of `folders` to `path` (figures beside it as PNG too); returns (path, verdicts, figures)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sections, verdicts, figures = [], [], []
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is not a folder of runs")
+        body, found, figure = _section(folder, path.parent)
+        sections.append(body)
+        verdicts += found
+        figures += [figure] if figure else []
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>pleat report</title>"
+        f"<style>{STYLE}</style></head><body><h1>pleat report</h1>"
+        "<p>Partial local entropy (Musso, arXiv 2007.09091): each figure with the paper's claims beside what these "
+        "runs show. Bands and ± are one standard deviation over seeds; intervals are 95% Welch intervals of the "
+        "difference of means over seeds.</p>" + "\n".join(sections) + "</body></html>"
+    )
+    path.write_text(page)
+    return path, verdicts, figures
+
+
+def write_sweep_report(out: str | Path) -> dict:
+    """The report of one sweep folder, written as <out>/report.html."""
+    out = Path(out)
+    path, verdicts, figures = write_report([out], out / "report.html")
+    return {"report": path, "figure": figures[0] if figures else None, "verdicts": verdicts}
+
+
+def page_errors(path: str | Path) -> dict:
+    """Open the report in headless Chromium: console errors, images that did not load, and a screenshot.
+
+    Returns {"errors": [...], "images": n loaded, "broken": n broken, "screenshot": path}; raises FileNotFoundError
+    when no Chromium is installed (Debian: apt-get install chromium).
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    browser = next(
+        (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
+    )
+    if browser is None:
+        raise FileNotFoundError("no Chromium found: apt-get install chromium (Debian) to check the report")
+    path = Path(path).resolve()
+    probe = (
+        "<script>window.addEventListener('load', () => { const imgs = [...document.images];"
+        "const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length;"
+        "document.body.setAttribute('data-images', imgs.length); document.body.setAttribute('data-broken', bad); });"
+        "</script>"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        checked = Path(tmp) / "page.html"
+        checked.write_text(path.read_text().replace("</body>", probe + "</body>"))
+        flags = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            f"--user-data-dir={tmp}/profile",
+        ]
+        url = checked.as_uri()
+        dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+        shot = path.with_suffix(".png")
+        subprocess.run(
+            [browser, *flags, f"--screenshot={shot}", "--window-size=1280,2400", url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    errors = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "error" in line)]
+    import re
+
+    images = re.search(r'data-images="(\d+)"', dom.stdout)
+    broken = re.search(r'data-broken="(\d+)"', dom.stdout)
+    return {
+        "errors": errors,
+        "images": int(images.group(1)) if images else 0,
+        "broken": int(broken.group(1)) if broken else -1,
+        "screenshot": shot if shot.exists() else None,
+    }

@@ -1,0 +1,157 @@
+"""Experiment specs: one TOML file per figure of the paper, expanded into the run configs of a sweep.
+
+A spec holds the paper's protocol (config keys shared by every run), its arms (the curves of the figure, each a
+few config keys and a grid of values crossed with each other) and three budgets that override the protocol:
+
+    name = "fig3"
+    title = "..."
+    plot = "radius"            # radius: accuracy against R | curves: per-epoch curves | temperature: Figure 1
+    claims = ["smoothing_helps", ...]   # checks in pleat.reproduce.claims
+    [protocol]                 # Config keys
+    [[arm]]                    # label = "PLA", config keys, and grid.<key> = [values...]
+    [budget.smoke]             # config keys for every run, seeds = N, grid.<key> = [...] replacing an arm's grid
+
+Specs shipped with pleat live in `pleat/reproduce/specs/`; a user's own file of the same format works as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pleat.config import Config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+BUDGETS = ("smoke", "quick", "paper")
+PLOTS = ("radius", "curves", "temperature", "baselines")
+SPECS = Path(__file__).parent / "specs"
+_TOP = {"name", "title", "plot", "claims", "notes", "protocol", "arm", "budget", "colours", "margin"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a sweep: the arm (curve) it belongs to and its full config."""
+
+    arm: str
+    config: Config
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A figure's sweep; see the module docstring for the file format."""
+
+    name: str
+    title: str
+    plot: str
+    claims: tuple[str, ...]
+    protocol: dict
+    arms: tuple[dict, ...]
+    budgets: dict
+    notes: str = ""
+    colours: str = ""  # "rgb": colour a subset by red = layer 1, green = 2, blue = 3 (Figure 4 right)
+    margin: float = 0.01  # equivalence margin on test accuracy for "matches" claims (Figure 5)
+
+    def seeds(self, budget: str) -> int:
+        return int(self.budgets[budget].get("seeds", 3))
+
+
+def available() -> list[str]:
+    """Names of the specs shipped with pleat."""
+    return sorted(p.stem for p in SPECS.glob("*.toml"))
+
+
+def load_spec(name: str | Path) -> Spec:
+    """A shipped spec by name (`fig3`), or a spec file by path; errors name what is wrong and what is known."""
+    path = Path(name)
+    if not (path.suffix == ".toml" and path.exists()):
+        path = SPECS / f"{name}.toml"
+        if not path.exists():
+            raise ValueError(f"unknown figure {str(name)!r}: choose one of {', '.join(available())} or a spec file")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"spec {path} is not valid TOML: {e}") from e
+    unknown = set(raw) - _TOP
+    if unknown:
+        raise ValueError(f"spec {path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_TOP))}")
+    for key in ("name", "title", "plot", "protocol", "arm", "budget"):
+        if key not in raw:
+            raise ValueError(f"spec {path}: missing key {key!r}")
+    if raw["plot"] not in PLOTS:
+        raise ValueError(f"spec {path}: plot must be one of {', '.join(PLOTS)}, got {raw['plot']!r}")
+    missing = [b for b in BUDGETS if b not in raw["budget"]]
+    if missing or set(raw["budget"]) - set(BUDGETS):
+        raise ValueError(f"spec {path}: [budget] needs exactly the tables {', '.join(BUDGETS)}")
+    spec = Spec(
+        name=raw["name"],
+        title=raw["title"],
+        plot=raw["plot"],
+        claims=tuple(raw.get("claims", ())),
+        protocol=raw["protocol"],
+        arms=tuple(raw["arm"]),
+        budgets=raw["budget"],
+        notes=raw.get("notes", ""),
+        colours=raw.get("colours", ""),
+        margin=float(raw.get("margin", 0.01)),
+    )
+    from pleat.reproduce.claims import CHECKS  # the claims a spec may name
+
+    bad = [c for c in spec.claims if c not in CHECKS]
+    if bad:
+        raise ValueError(f"spec {path}: unknown claim(s) {', '.join(bad)}; known: {', '.join(sorted(CHECKS))}")
+    for budget in BUDGETS:  # every budget must expand to real configs: errors surface now, not mid-sweep
+        expand(spec, budget)
+    return spec
+
+
+def expand(spec: Spec, budget: str, seeds: int | None = None, **where) -> list[Run]:
+    """The runs of `spec` at `budget`: every arm's grid crossed, times seeds 0..N-1.
+
+    Args:
+        seeds: how many seeds (default: the budget's, else 3).
+        where: keys that say where and how to run (out_dir, data_dir, device, progress), set on every config.
+    """
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}: choose one of {', '.join(BUDGETS)}")
+    overrides = dict(spec.budgets[budget])
+    n_seeds = spec.seeds(budget) if seeds is None else seeds
+    if n_seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {n_seeds}")
+    overrides.pop("seeds", None)
+    budget_grid = overrides.pop("grid", {})
+    runs = []
+    for arm in spec.arms:
+        arm = dict(arm)
+        label = arm.pop("label", None)
+        if not label:
+            raise ValueError(f"spec {spec.name}: every [[arm]] needs a label")
+        grid = dict(arm.pop("grid", {}))
+        grid.update({k: v for k, v in budget_grid.items() if k in grid})
+        empty = [k for k, v in grid.items() if not isinstance(v, list) or not v]
+        if empty:
+            raise ValueError(f"spec {spec.name}, arm {label!r}: grid.{empty[0]} must be a non-empty list")
+        keys = list(grid)
+        for values in itertools.product(*(grid[k] for k in keys)):
+            for seed in range(n_seeds):
+                config = {**spec.protocol, **overrides, **arm, **dict(zip(keys, values)), "seed": seed, **where}
+                try:
+                    runs.append(Run(label, Config.from_dict(config)))
+                except ValueError as e:
+                    raise ValueError(f"spec {spec.name}, arm {label!r}, budget {budget}: {e}") from e
+    if not runs:
+        raise ValueError(f"spec {spec.name}: budget {budget} expands to no run")
+    unique = {r.config.key(): r for r in runs}
+    return list(unique.values())
+
+
+def swept(runs: list[Run]) -> list[str]:
+    """The config keys whose values differ between runs (besides seed), in Config's field order."""
+    fields = [f.name for f in dataclasses.fields(Config) if f.name != "seed"]
+    return [k for k in fields if len({repr(getattr(r.config, k)) for r in runs}) > 1]
