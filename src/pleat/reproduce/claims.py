@@ -99,13 +99,9 @@ def _name(layers) -> str:
 
 def _best_setting(rows, keys: list[str]):
     """The rows of the setting (values of `keys`) with the highest mean metric, and that setting."""
-    means = rows.groupby(keys, dropna=False)[METRIC].mean()
-    best = means.idxmax()
-    best = best if isinstance(best, tuple) else (best,)
-    mask = True
-    for k, v in zip(keys, best):
-        mask = mask & (rows[k] == v)
-    return rows[mask], dict(zip(keys, best))
+    setting = rows[keys].astype(str).agg("|".join, axis=1)  # tuples of layers group safely as strings
+    best = rows[setting == rows.groupby(setting)[METRIC].mean().idxmax()]
+    return best, {k: best[k].iloc[0] for k in keys}
 
 
 def _radii(table) -> list[float]:

@@ -32,7 +32,7 @@ def _series(table, keys: list[str]):
     """(label, rows) for each combination of `keys`, in the table's order."""
     out = []
     for values, rows in table.groupby(keys, sort=False, dropna=False):
-        values = values if isinstance(values, tuple) else (values,)
+        values = values if len(keys) > 1 else (values,)
         parts = []
         for k, v in zip(keys, values):
             if k == "arm":
@@ -161,7 +161,7 @@ def best_settings(table, spec, budget: str):
         keys = _varying(rows, ["radius", "weight_decay", "layers"])
         if keys:
             setting = rows.groupby(keys)["best_test_accuracy"].mean().idxmax()
-            setting = setting if isinstance(setting, tuple) else (setting,)
+            setting = setting if len(keys) > 1 else (setting,)
             for k, v in zip(keys, setting):
                 rows = rows[rows[k] == v]
             what = ", ".join(f"{'R' if k == 'radius' else k} {v:g}" for k, v in zip(keys, setting))
