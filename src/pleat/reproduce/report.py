@@ -14,7 +14,7 @@ from pathlib import Path
 from pleat.reproduce import claims as claims_
 from pleat.reproduce.figures import BUDGET_NOTE, draw, subset_name
 from pleat.reproduce.spec import Spec, load_spec
-from pleat.reproduce.sweep import results_table
+from pleat.reproduce.sweep import results_table, store_dir
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
@@ -101,10 +101,6 @@ def _environment_html(store: Path, table) -> str:
     return _table(["device", "torch", "git commit", "threads", "runs"], rows)
 
 
-def _store(folder: Path) -> Path:
-    return folder / "runs" if (folder / "runs").is_dir() else folder
-
-
 def _section(folder: Path, figure_dir: Path) -> tuple[str, list[claims_.Verdict], Path | None]:
     """The HTML of one sweep folder or run store, its verdicts and its figure."""
     sweep = folder / "sweep.json"
@@ -132,7 +128,7 @@ def _section(folder: Path, figure_dir: Path) -> tuple[str, list[claims_.Verdict]
         parts.append("<h3>Claims</h3>" + _claims_html(verdicts, budget))
     parts.append("<h3>Runs</h3>" + _groups_html(table))
     parts.append("<h3>Shared configuration</h3>" + _common_html(table))
-    parts.append("<h3>Environment</h3>" + _environment_html(_store(folder), table))
+    parts.append("<h3>Environment</h3>" + _environment_html(store_dir(folder), table))
     return "\n".join(parts), verdicts, figure
 
 

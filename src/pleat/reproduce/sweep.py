@@ -183,7 +183,7 @@ def results_table(out: str | Path, spec: Spec | None = None, budget: str | None 
     from pleat.config import Config
     from pleat.store import CorruptRun, read_metrics
 
-    store = Path(out) / "runs"
+    store = store_dir(out)
     arms = {}
     if spec is not None:
         arms = {r.config.key(): r.arm for r in expand(spec, budget, _sweep_seeds(out), out_dir=str(store))}
@@ -209,6 +209,12 @@ def results_table(out: str | Path, spec: Spec | None = None, budget: str | None 
     order = list(arms)  # the spec's order: arms, then their grids
     rows.sort(key=lambda r: order.index(r["run"]) if r["run"] in order else len(order))
     return pd.DataFrame(rows)
+
+
+def store_dir(folder: str | Path) -> Path:
+    """The run store of a sweep folder (its runs/), or the folder itself when it is a run store."""
+    folder = Path(folder)
+    return folder / "runs" if (folder / "runs").is_dir() else folder
 
 
 def _sweep_seeds(out) -> int | None:

@@ -1,0 +1,249 @@
+"""pleat reproduce: grid expansion, sweeps on the local pool and on Ray, resume after SIGKILL, the report."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_train import SHARED, needs_data, strip
+
+from pleat.cli import main
+from pleat.reproduce import available, expand, load_spec, reproduce
+from pleat.reproduce.report import page_errors
+from pleat.store import read_metrics
+
+TINY = """
+name = "tiny"
+title = "A tiny sweep for tests"
+plot = "radius"
+claims = ["smoothing_helps", "single_beats_isotropic"]
+[protocol]
+dataset = "fashion-mnist"
+model = "fc2"
+lr = 0.02
+train_subset = 400
+test_subset = 200
+[[arm]]
+label = "PLA"
+kind = "pla"
+grid.layers = [[2], [1, 2]]
+grid.radius = [0.01, 0.05]
+[[arm]]
+label = "plain"
+kind = "none"
+[budget.smoke]
+epochs = 1
+seeds = 2
+[budget.quick]
+epochs = 2
+[budget.paper]
+epochs = 3
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def test_shipped_specs_expand_to_exactly_their_grids():
+    assert available() == [
+        "baselines",
+        "fig1",
+        "fig3",
+        "fig4-left",
+        "fig4-right",
+        "fig5",
+        "fig6",
+        "fig7",
+        "fig8",
+    ]
+    fig3 = load_spec("fig3")
+    paper = expand(fig3, "paper")
+    assert len(paper) == (3 * 8 + 1) * 3
+    assert {r.config.epochs for r in paper} == {120} and {r.config.lr for r in paper} == {1e-4}
+    assert {(r.config.layers, r.config.radius) for r in paper if r.arm == "PLA"} == {
+        (s, r) for s in ((1,), (2,), (1, 2)) for r in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+    }
+    smoke = expand(fig3, "smoke")
+    assert len(smoke) == (3 * 2 + 1) * 2 and {r.config.seed for r in smoke} == {0, 1}
+    assert {r.config.radius for r in smoke if r.arm == "PLA"} == {0.01, 0.1}
+    assert len(expand(fig3, "quick", seeds=5)) == 25 * 5
+    assert len(expand(load_spec("fig4-right"), "paper")) == (7 * 8 + 1) * 3
+    assert len(expand(load_spec("fig4-right"), "quick")) == (7 * 5 + 1) * 3
+    assert len(expand(load_spec("fig5"), "paper")) == 2 * 3 * 8 * 3
+    fig6 = expand(load_spec("fig6"), "paper")
+    assert {r.arm for r in fig6} == {"none", "PLA head I", "PLA head II", "PLA conv"} and len(fig6) == 12
+    assert {r.config.epochs for r in fig6} == {360}
+    assert {r.config.layers for r in fig6 if r.arm == "PLA conv"} == {(1, 2, 3, 4, 5)}
+    assert {r.config.weight_decay for r in expand(load_spec("fig7"), "paper")} == {0.0, 0.01, 0.001, 0.0001}
+    stl = expand(load_spec("fig8"), "paper")
+    assert {(r.config.lr, r.config.batch_size, r.config.epochs) for r in stl} == {(1e-5, 64, 960)}
+    fig1 = expand(load_spec("fig1"), "paper")
+    assert {(r.config.model, r.config.activation) for r in fig1} == {("fc4", "relu"), ("fc4", "tanh")}
+    assert {r.config.probe_every for r in fig1} == {20}
+    kinds = {r.config.kind for r in expand(load_spec("baselines"), "paper")}
+    assert kinds == {"pla", "plea", "sam", "noise", "none"}
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: "foo = 1\n" + s, "unknown key(s) foo"),
+        (lambda s: s.replace("lr = 0.02", "lr = 0.02\nlearning_rate = 1"), "unknown config key 'learning_rate'"),
+        (lambda s: s.replace("grid.radius = [0.01, 0.05]", "grid.radius = []"), "grid.radius must be a non-empty"),
+        (lambda s: s.replace('"smoothing_helps"', '"it_works"'), "unknown claim(s) it_works"),
+        (lambda s: s.replace('plot = "radius"', 'plot = "pie"'), "plot must be one of"),
+    ],
+)
+def test_bad_specs_are_one_line_and_exit_2(tmp_path, capsys, edit, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(edit(TINY))
+    assert main(["reproduce", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["fig99"], "unknown figure 'fig99'"),
+        (["fig3", "--budget", "huge"], "unknown budget 'huge'"),
+        (["fig3", "--executor", "slurm"], "unknown executor 'slurm'"),
+        (["fig3", "--workers", "0"], "--workers must be >= 1"),
+        (["fig3", "--executor", "ray", "--address", "127.0.0.1:9"], "does not answer"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys, args, message):
+    assert main(["reproduce", *args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_lists_the_runs_and_trains_nothing(tmp_path, capsys, tiny):
+    assert main(["reproduce", str(tiny), "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "10 runs, 0 finished, 10 to train" in out and out.count("todo") == 10
+    assert "plain seed=1" in out and "PLA layers=[1,2] radius=0.05 seed=0" in out
+    assert not (tmp_path / "out").exists()
+
+
+@needs_data
+def test_fig3_smoke_end_to_end_with_figure_report_and_nothing_rerun(tmp_path, capsys):
+    out = tmp_path / "fig3"
+    args = ["reproduce", "fig3", "--budget", "smoke", "--out", str(out), "--data-dir", str(SHARED), "--workers", "2"]
+    assert main(args) == 0
+    printed = capsys.readouterr()
+    assert printed.err.count("] PLA") == 12 and printed.err.count("] plain") == 2  # one line per run: not a tty
+    assert (out / "fig3.png").stat().st_size > 10_000 and (out / "report.html").exists()
+    page = (out / "report.html").read_text()
+    assert "smoke budget" in page and "Single-layer smoothing" in page and "data:image/png;base64," in page
+    results = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
+    assert len(results) == 14
+    done = reproduce("fig3", budget="smoke", out=out, data_dir=str(SHARED))
+    assert done["trained"] == 0 and done["runs"] == 14  # a finished sweep starts nothing
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == results
+    env = json.loads(next(out.glob("runs/*/environment.json")).read_text())
+    assert env["threads"] == 1  # two workers on two cores: one torch thread each
+
+
+@needs_data
+def test_report_opens_in_headless_chromium(tmp_path, tiny):
+    out = tmp_path / "tiny"
+    reproduce(tiny, budget="smoke", out=out, data_dir=str(SHARED), seeds=1)
+    try:
+        seen = page_errors(out / "report.html")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    assert seen["errors"] == [] and seen["images"] == 1 and seen["broken"] == 0
+    assert seen["screenshot"] is not None and seen["screenshot"].stat().st_size > 10_000
+
+
+@needs_data
+def test_report_of_a_plain_run_store(tmp_path, capsys):
+    from pleat.config import Config
+    from pleat.train import train
+
+    for radius in (0.01, 0.05):
+        train(
+            Config.from_dict(
+                dict(
+                    radius=radius,
+                    epochs=2,
+                    train_subset=300,
+                    test_subset=100,
+                    lr=0.02,
+                    data_dir=str(SHARED),
+                    out_dir=str(tmp_path / "store"),
+                    progress=False,
+                )
+            )
+        )
+    assert main(["report", str(tmp_path / "store"), "--out", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "radius=0.01" in page and "radius=0.05" in page and page.count("<img") == 1
+
+
+@needs_data
+def test_sigkill_mid_sweep_then_rerun_finishes_only_what_is_missing(tmp_path, tiny):
+    out = tmp_path / "tiny"
+    command = [
+        sys.executable,
+        "-m",
+        "pleat.cli",
+        "reproduce",
+        str(tiny),
+        "--budget",
+        "quick",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(SHARED),
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # one line per finished run: kill once two have finished
+        if line.startswith("[2/"):
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)  # the worker dies with the driver (PR_SET_PDEATHSIG)
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
+    assert 2 <= len(finished) < 10
+    done = reproduce(tiny, budget="quick", out=out, data_dir=str(SHARED), workers=1)
+    assert done["trained"] == 10 - len(finished) and not done["failed"]
+    for run in out.glob("runs/*"):
+        assert [m["epoch"] for m in read_metrics(run / "metrics.jsonl")] == [1, 2], run  # nothing lost or doubled
+        if run.name in finished:
+            assert (run / "result.json").stat().st_mtime_ns == finished[run.name]
+
+
+@needs_data
+@pytest.mark.slow
+def test_ray_executor_gives_the_local_numbers_into_an_empty_driver_store(tmp_path, tiny, monkeypatch):
+    pytest.importorskip("ray")
+    import ray
+
+    local = reproduce(tiny, budget="smoke", out=tmp_path / "local", data_dir=str(SHARED), workers=2, seeds=1)
+    monkeypatch.setenv("HOME", str(tmp_path / "worker-home"))  # the workers' own folder, not the driver's
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        remote = reproduce(tiny, budget="smoke", out=tmp_path / "ray", data_dir=str(SHARED), executor="ray", seeds=1)
+    finally:
+        ray.shutdown()
+    assert local["trained"] == remote["trained"] == 5 and not remote["failed"]
+    worker_runs = list((tmp_path / "worker-home" / ".cache" / "pleat" / "ray-runs").glob("*/checkpoint-*.pt"))
+    assert len(worker_runs) == 5  # the workers trained elsewhere; the driver's store got the data
+    for run in (tmp_path / "local" / "runs").iterdir():
+        twin = tmp_path / "ray" / "runs" / run.name
+        assert strip(read_metrics(twin / "metrics.jsonl")) == strip(read_metrics(run / "metrics.jsonl"))
+        assert not list(twin.glob("checkpoint-*.pt"))
