@@ -40,6 +40,7 @@ epochs = 1
 seeds = 2
 [budget.quick]
 epochs = 2
+seeds = 2
 [budget.paper]
 epochs = 3
 """
