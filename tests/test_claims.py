@@ -198,3 +198,29 @@ def test_greater_verdicts(verdict):
     a = pd.DataFrame([dict(seed=s, best_test_accuracy=0.5 + shift + 0.01 * (s - 1)) for s in range(3)])
     b = pd.DataFrame([dict(seed=s, best_test_accuracy=0.5 - 0.01 * (s - 1)) for s in range(3)])
     assert claims.greater("smoothing_helps", a, b, "").verdict == verdict
+
+
+def test_every_figure_type_draws_from_a_table(tmp_path):
+    from pleat.reproduce.figures import draw, rgb
+
+    cnn = cnn_table(0.03, -0.05)
+    cnn["metrics"] = [
+        [dict(train_loss=1.0 / e, train_accuracy=0.5 + e / 100, test_accuracy=0.4 + e / 100) for e in range(1, 6)]
+    ] * len(cnn)
+    fig1 = pd.DataFrame(
+        [
+            dict(arm="plain", seed=s, activation=a, metrics=windows_of(synthetic(seed=s)))
+            for s in range(2)
+            for a in ("relu", "tanh")
+        ]
+    )
+    for table, name in (
+        (fig3_table(PAPER_FIG3), "fig3"),
+        (fig4_table((1, 3), (3,)), "fig4-right"),
+        (cnn, "fig6"),
+        (fig3_table(PAPER_FIG3), "baselines"),
+        (fig1, "fig1"),
+    ):
+        path = draw(table, load_spec(name), "smoke", tmp_path / f"{name}.png")
+        assert path.stat().st_size > 10_000, name
+    assert rgb((1, 3)) == (0.85, 0.0, 0.85) and rgb((2,)) == (0.0, 0.85, 0.0)

@@ -9,7 +9,7 @@ from pleat.regimes import Regimes
 from pleat.temperature import curves
 
 
-def _figure(size: tuple[float, float], panels: int = 1):
+def new_figure(size: tuple[float, float], panels: int = 1):
     """A Figure with `panels` axes side by side, without pyplot: no backend switch in the user's session."""
     from matplotlib.figure import Figure
 
@@ -28,7 +28,7 @@ def plot_temperature(
 
     Returns the matplotlib Figure; saved to `path` (PNG, SVG, PDF by extension) when given.
     """
-    fig, ax = _figure((7, 4.5))
+    fig, ax = new_figure((7, 4.5))
     draw_temperature(ax, history, regimes, times)
     ax.set_xlabel("epoch")
     ax.set_title(title)
@@ -76,7 +76,7 @@ def draw_temperature(ax, history, regimes: Regimes | None = None, times=None) ->
 
 def plot_flatness(profile: FlatnessProfile, path: str | Path | None = None, title: str = "Flatness per layer"):
     """Loss rise against radius for each layer subset (log axes), with standard errors and the R²/6·tr H line."""
-    fig, ax = _figure((6, 4.5))
+    fig, ax = new_figure((6, 4.5))
     subsets = list(dict.fromkeys(r.subset for r in profile.rows))
     for k, subset in enumerate(subsets):
         rows = [r for r in profile.rows if r.subset == subset]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pleat.plots import _figure, draw_temperature
+from pleat.plots import draw_temperature, new_figure
 
 BUDGET_NOTE = {
     "smoke": "smoke budget: checks the mechanics, not the claims",
@@ -60,7 +60,7 @@ def _mean_std(values) -> tuple[float, float]:
 
 def accuracy_vs_radius(table, spec, budget: str):
     """Figures 3-5: best (left) and final (right) test accuracy against R, one curve per subset; references flat."""
-    fig, axes = _figure((12, 4.8), 2)
+    fig, axes = new_figure((12, 4.8), 2)
     on_axis = table.groupby("arm")["radius"].transform("nunique") > 1
     curves, references = table[on_axis], table[~on_axis]
     keys = ["arm"] + _varying(curves, ["layers", "samples"])
@@ -86,7 +86,7 @@ def accuracy_vs_radius(table, spec, budget: str):
 
 def training_curves(table, spec, budget: str):
     """Figures 6-8: training loss (left) and test accuracy (right, train accuracy paler) against epochs."""
-    fig, axes = _figure((12, 4.8), 2)
+    fig, axes = new_figure((12, 4.8), 2)
     keys = ["arm"] + _varying(table, ["weight_decay", "radius"])
     for k, (label, _, rows) in enumerate(_series(table, keys)):
         colour = f"C{k}"
@@ -122,7 +122,7 @@ def temperature(table, spec, budget: str):
     from pleat.regimes import regimes
 
     groups = _series(table, ["arm"] + _varying(table, ["activation"]))
-    fig, axes = _figure((7 * len(groups), 4.8), len(groups))
+    fig, axes = new_figure((7 * len(groups), 4.8), len(groups))
     axes = axes if len(groups) > 1 else [axes]
     for ax, (label, _, rows) in zip(axes, groups):
         runs = [[w for m in metrics for w in m.get("windows", [])] for metrics in rows["metrics"]]
@@ -155,7 +155,7 @@ def temperature(table, spec, budget: str):
 
 def best_settings(table, spec, budget: str):
     """Baselines: each method at its best setting, best test accuracy mean ± std over seeds."""
-    fig, ax = _figure((10, 4.8))
+    fig, ax = new_figure((10, 4.8))
     labels, means, stds = [], [], []
     for arm, rows in table.groupby("arm", sort=False):
         keys = _varying(rows, ["radius", "weight_decay", "layers"])
