@@ -97,7 +97,7 @@ def _name(layers) -> str:
     return "{" + ",".join(str(x) for x in layers) + "}"
 
 
-def _best_setting(rows, keys: list[str]):
+def best_setting(rows, keys: list[str]):
     """The rows of the setting (values of `keys`) with the highest mean metric, and that setting."""
     setting = rows[keys].astype(str).agg("|".join, axis=1)  # tuples of layers group safely as strings
     best = rows[setting == rows.groupby(setting)[METRIC].mean().idxmax()]
@@ -116,7 +116,7 @@ def smoothing_helps(table, spec) -> Verdict:
     plain = _plain(table)
     if smoothed.empty or plain.empty:
         return missing("smoothing_helps", "needs smoothed and plain runs")
-    best, setting = _best_setting(smoothed, ["arm", "layers", "radius", "samples"])
+    best, setting = best_setting(smoothed, ["arm", "layers", "radius", "samples"])
     where = f"{setting['arm']} on {_name(setting['layers'])} at R = {setting['radius']:g}"
     return greater("smoothing_helps", best, plain, f"{where} (the best setting) against plain SGD")
 
@@ -126,7 +126,7 @@ def rise_then_degrade(table, spec) -> Verdict:
     radii = _radii(table)
     if len(radii) < 3:
         return missing("rise_then_degrade", "needs at least 3 radii")
-    best, setting = _best_setting(smoothed, ["layers"])
+    best, setting = best_setting(smoothed, ["layers"])
     curve = smoothed[smoothed["layers"] == setting["layers"]]
     peak = curve.groupby("radius")[METRIC].mean().idxmax()
     name = _name(setting["layers"])
@@ -270,7 +270,7 @@ def head_helps(table, spec) -> Verdict:
     heads = _arm(table, "PLA head")
     if heads.empty:
         return missing("head_helps", "needs PLA runs on a head layer")
-    best, setting = _best_setting(heads, ["arm"])
+    best, setting = best_setting(heads, ["arm"])
     return greater("head_helps", best, _plain(table), f"{setting['arm']} (the better head) against none")
 
 
@@ -291,8 +291,8 @@ def _beats_baseline(claim: str, table, baseline) -> Verdict:
     smoothed = table[table["kind"] == "pla"]
     if smoothed.empty or baseline.empty:
         return missing(claim, "needs PLA runs and baseline runs")
-    pla, setting = _best_setting(smoothed, ["arm", "layers", "radius"])
-    rival, rival_setting = _best_setting(baseline, ["arm", "radius", "weight_decay"])
+    pla, setting = best_setting(smoothed, ["arm", "layers", "radius"])
+    rival, rival_setting = best_setting(baseline, ["arm", "radius", "weight_decay"])
     what = ", ".join(f"{k} {v:g}" for k, v in rival_setting.items() if k != "arm" and v)
     detail = (
         f"PLA on {_name(setting['layers'])} at R = {setting['radius']:g} against {rival_setting['arm']} "

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 from pleat.plots import draw_temperature, new_figure
+from pleat.reproduce.claims import best_setting
 
 BUDGET_NOTE = {
     "smoke": "smoke budget: checks the mechanics, not the claims",
@@ -160,11 +161,10 @@ def best_settings(table, spec, budget: str):
     for arm, rows in table.groupby("arm", sort=False):
         keys = _varying(rows, ["radius", "weight_decay", "layers"])
         if keys:
-            setting = rows.groupby(keys)["best_test_accuracy"].mean().idxmax()
-            setting = setting if len(keys) > 1 else (setting,)
-            for k, v in zip(keys, setting):
-                rows = rows[rows[k] == v]
-            what = ", ".join(f"{'R' if k == 'radius' else k} {v:g}" for k, v in zip(keys, setting))
+            rows, setting = best_setting(rows, keys)
+            what = ", ".join(
+                subset_name(v) if k == "layers" else f"{'R' if k == 'radius' else k} {v:g}" for k, v in setting.items()
+            )
             arm = f"{arm}\n({what})"
         m, s = _mean_std(rows["best_test_accuracy"])
         labels.append(arm)
