@@ -137,7 +137,7 @@ def temperature(table, spec, budget: str):
             history.append(
                 {
                     name: tuple(
-                        math.exp(sum(math.log(run[i]["temperature"][name][j]) for run in runs) / len(runs))
+                        math.exp(sum(math.log(max(run[i]["temperature"][name][j], 1e-300)) for run in runs) / len(runs))
                         for j in (0, 1)
                     )
                     for name in layers
