@@ -89,7 +89,7 @@ def test_vectorised_dropout_masks_differ_per_point():
 def test_engines_agree_soft_box_and_antithetic(engine):
     model = cnn()
     x, t = batch(model)
-    kwargs = dict(layers=[1, 3], radius=0.1, sharpness=20.0, samples=4, kind="plea", antithetic=True)
+    kwargs = dict(layers=[1, 3], kernel=pleat.Box(0.1, 20.0, "uniform"), samples=4, kind="plea", antithetic=True)
     ref = copy.deepcopy(model)
     a = smooth(model, seed=3, engine=engine, **kwargs)
     b = smooth(
@@ -113,15 +113,7 @@ def test_soft_box_weights_match_naive_reference():
     model = mlp()
     x, t = batch(model)
     radius, k = 0.2, 8.0
-    obj = smooth(
-        model,
-        layers=[2],
-        radius=radius,
-        sharpness=k,
-        samples=3,
-        kind="pla",
-        seed=4,
-    )
+    obj = smooth(model, layers=[2], kernel=pleat.Box(radius, k, "uniform"), samples=3, kind="pla", seed=4)
     loss = obj(x, t)
     loss.backward()
     h = radius + math.log(1e4) / (2 * k)
@@ -164,14 +156,7 @@ def test_soft_box_tends_to_box_as_sharpness_grows():
     ref = float(box(x, t).detach())
     gaps = []
     for k in [1e2, 1e4, 1e6]:
-        soft = smooth(
-            model,
-            layers=[2],
-            radius=0.2,
-            samples=4,
-            sharpness=k,
-            seed=9,
-        )
+        soft = smooth(model, layers=[2], kernel=pleat.Box(0.2, k, "uniform"), samples=4, seed=9)
         gaps.append(abs(float(soft(x, t).detach()) - ref))
     assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-4
 

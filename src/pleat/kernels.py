@@ -9,6 +9,7 @@ A kernel is a small frozen dataclass with
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -55,43 +56,97 @@ def soft_box_distance(delta: Tensor, radius: float, sharpness: float) -> Tensor:
     return (F.softplus(k2 * (delta - radius)) + F.softplus(-k2 * (delta + radius))).sum()
 
 
+SAMPLINGS = ("kernel", "uniform")
+_TABLE_NODES = 2**14 + 1  # nodes of the soft box's inverse-CDF table
+_TABLE_TAIL = 20.0  # the table spans R + 20/k: the density has fallen by e^-40 there
+
+
+@functools.lru_cache(maxsize=64)
+def soft_box_table(radius: float, sharpness: float) -> tuple[Tensor, Tensor, float]:
+    """The 1-D density ∝ K_{R,k}(x) = σ(2k(x+R)) σ(-2k(x-R)) (eq 5-6) as an inverse-CDF table, in float64.
+
+    Returns (nodes, cdf, variance): the CDF is linear between the nodes (the density is constant in each cell),
+    which is the distribution `Box.sample_` draws from, and `variance` is that distribution's, exactly.
+    """
+    h = radius + _TABLE_TAIL / sharpness
+    x = torch.linspace(-h, h, _TABLE_NODES, dtype=torch.float64)
+    mid = (x[1:] + x[:-1]) / 2
+    # log K at the cell midpoints, with softplus for stability: -softplus(-2k(x+R)) - softplus(2k(x-R))
+    log_k = -F.softplus(-2 * sharpness * (mid + radius)) - F.softplus(2 * sharpness * (mid - radius))
+    mass = (log_k - log_k.max()).exp()
+    mass = mass / mass.sum()
+    cdf = torch.cat([mass.new_zeros(1), mass.cumsum(0)])
+    cdf[-1] = 1.0
+    lo, hi = x[:-1], x[1:]
+    variance = float((mass * (lo * lo + lo * hi + hi * hi) / 3).sum())  # E[x²] of a uniform on each cell
+    return x, cdf, variance
+
+
 @dataclass(frozen=True)
 class Box:
     """The (soft) box kernel of eq 5-8 with half-side `radius` R and `sharpness` k.
 
     k = inf (the paper's experiments): ΔW uniform in the hypercube |ΔW_i| <= R (on a lattice of 2^16 levels per
     coordinate, see `uniform_lattice_`), every point of weight one.
-    Finite k: the paper leaves the draw open. pleat draws ΔW uniform in the wider cube of half-side
-    R + ln(1e4)/(2k), which holds the kernel's tails, and weights each point by K = exp(-d_{R,k}(ΔW)) (eq 14, 19):
-    an importance-sampling estimate of the integral against the soft box that tends to the hard box as k -> inf.
+
+    Finite k, where the paper leaves the draw open, two modes:
+    - `sampling="kernel"` (default): each coordinate is drawn from the normalised kernel K/Z, the 1-D density
+      ∝ σ(2k(x+R)) σ(-2k(x-R)), by an inverse-CDF table (`soft_box_table`), and every point has weight one. This
+      is eq 14 and 19 with the kernel normalised, d -> d + ln Z (Z = ∫K, a constant that does not depend on W):
+      the sampled loss estimates -ln ∫ e^{-L(W+ΔW)} K(ΔW)/Z dΔW and ∫ L(W+ΔW) K(ΔW)/Z dΔW, with a variance that
+      stays bounded in any dimension.
+    - `sampling="uniform"`: ΔW uniform in the wider cube of half-side R + ln(1e4)/(2k), each point weighted by
+      K = exp(-d_{R,k}(ΔW)) (eq 14, 19 literally): importance sampling. It is consistent, but in high dimension
+      every perturbed point's weight underflows unless k·R is huge (one 784x784 layer at R = 0.01: ln K ≈ -1.3e5
+      at kR = 100), and the loss silently becomes the unsmoothed one. Kept for comparison and small problems.
+    Both tend to the hard box as k -> inf.
     """
 
     radius: float  # R: half-side of the hypercube, per weight
     sharpness: float = math.inf  # k: steepness of the walls; inf is the hard box
+    sampling: str = "kernel"  # finite k: "kernel" (draws from K/Z, weight one) | "uniform" (importance weights)
 
     def __post_init__(self):
         if not isinstance(self.radius, (int, float)) or not math.isfinite(self.radius) or self.radius < 0:
             raise ValueError(f"radius must be a finite number >= 0, got {self.radius!r}")
         if not isinstance(self.sharpness, (int, float)) or math.isnan(self.sharpness) or self.sharpness <= 0:
             raise ValueError(f"sharpness must be > 0 (math.inf for the hard box), got {self.sharpness!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
 
     @property
-    def half_side(self) -> float:
-        """Half-side of the cube the draws are uniform in."""
-        return self.radius if self.flat else self.radius + SOFT_BOX_TAIL / self.sharpness
-
-    @property
-    def flat(self) -> bool:
+    def hard(self) -> bool:
         return math.isinf(self.sharpness)
 
     @property
+    def half_side(self) -> float:
+        """Half-side of the cube that uniform draws cover (the hard box, or the soft box's uniform mode)."""
+        return self.radius if self.hard else self.radius + SOFT_BOX_TAIL / self.sharpness
+
+    @property
+    def flat(self) -> bool:
+        return self.hard or self.sampling == "kernel"
+
+    @property
     def variance(self) -> float:
+        if not self.hard and self.sampling == "kernel":
+            return soft_box_table(float(self.radius), float(self.sharpness))[2]
         return self.half_side**2 / 3 * (1 - LATTICE_LEVELS**-2)
 
     def sample_(self, out: Tensor, generator: torch.Generator | None) -> Tensor:
-        return uniform_lattice_(out, self.half_side, generator)
+        if self.hard or self.sampling == "uniform":
+            return uniform_lattice_(out, self.half_side, generator)
+        nodes, cdf, _ = soft_box_table(float(self.radius), float(self.sharpness))
+        nodes, cdf = nodes.to(out.device), cdf.to(out.device)
+        u = torch.rand(out.shape, dtype=torch.float64, device=out.device, generator=generator)
+        cell = torch.searchsorted(cdf, u, right=True).clamp_(1, len(cdf) - 1)  # cdf[cell-1] <= u < cdf[cell]
+        lo, hi = cdf[cell - 1], cdf[cell]
+        x = nodes[cell - 1] + (u - lo) / (hi - lo).clamp_min(1e-300) * (nodes[cell] - nodes[cell - 1])
+        return out.copy_(x)
 
     def log_weight(self, delta: Tensor) -> Tensor:
+        if self.flat:
+            return delta.new_zeros(())
         return -soft_box_distance(delta, self.radius, self.sharpness)
 
 

@@ -31,8 +31,12 @@ class Last:
         losses: per-point losses `[y+1]`, the centre first.
         log_weights: per-point log-kernel `-d(ΔW^a)` `[y+1]` (0 for the centre and for flat kernels).
         curvature: estimate of tr(H_UU), the Hessian trace over the smoothed weights: the mean rise of the loss
-            over the perturbed points divided by variance/2 (R²/6 for the hard box); None without perturbations.
-        curvature_se: its standard error over the points.
+            over the perturbed points divided by variance/2 (R²/6 for the hard box); None without perturbations,
+            and None under float16/bfloat16 autocast, where a loss rise is resolved only to about 5e-4 and the
+            estimate would be noise.
+        curvature_se: its standard error: the sample standard deviation of the independent units (the points, or
+            with `antithetic` the pair means, since the two points of a pair are not independent) over √units,
+            divided by c4(units) so that it is unbiased for small y; None with fewer than 2 units.
     """
 
     loss: Tensor
@@ -204,6 +208,10 @@ class PartialLocalEntropy:
         saved = {
             n: b.clone() for n, b in self.target.module.named_buffers() if engines._in_batchnorm(self.target.module, n)
         }
+        reduced = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) in (
+            torch.float16,
+            torch.bfloat16,
+        )
         try:
             loss, losses, log_weights, out = self._evaluate(params, g, args, targets)
         except BaseException:
@@ -212,11 +220,11 @@ class PartialLocalEntropy:
                     if n in saved:
                         b.copy_(saved[n])
             raise
-        self.last = self._summarise(loss, losses, log_weights, out)
+        self.last = self._summarise(loss, losses, log_weights, out, reduced)
         return loss
 
     def _evaluate(self, params, g, args, targets):
-        if self.samples == 0 or (isinstance(self.kernel, Box) and self.kernel.radius == 0 and self.kernel.flat):
+        if self.samples == 0 or self.kernel.variance == 0:
             # no perturbation: exactly the plain loss
             out = self.model(*args)
             loss = engines._check_scalar(self.target.loss_fn(out, targets))
@@ -256,17 +264,24 @@ class PartialLocalEntropy:
         log_weights = torch.zeros_like(losses) if lw is None else torch.cat([lw.new_zeros(1), lw])
         return aggregate(self.kind, losses, log_weights, self.beta), losses, log_weights, out
 
-    def _summarise(self, loss: Tensor, losses: Tensor, log_weights: Tensor, out) -> Last:
+    def _summarise(self, loss: Tensor, losses: Tensor, log_weights: Tensor, out, reduced: bool) -> Last:
         losses = losses.detach()
         curvature = curvature_se = None
-        if losses.shape[0] > 1 and self.kernel.variance > 0:
+        if losses.shape[0] > 1 and self.kernel.variance > 0 and not reduced:
             rise = losses[1:] - losses[0]
             scale = self.kernel.variance / 2  # E[ΔWᵀ H ΔW]/2 = (variance/2) tr(H_UU)
             curvature = rise.mean() / scale
-            if rise.shape[0] > 1:
-                curvature_se = rise.std() / math.sqrt(rise.shape[0]) / scale
+            units = rise.view(-1, 2).mean(1) if self.antithetic else rise  # a pair's two points are not independent
+            n = units.shape[0]
+            if n > 1:
+                curvature_se = units.std() / math.sqrt(n) / _c4(n) / scale
         output = torch.utils._pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, out)
         return Last(loss.detach(), losses[0], output, losses, log_weights.detach(), curvature, curvature_se)
+
+
+def _c4(n: int) -> float:
+    """E[s]/σ for n normal draws: dividing the sample standard deviation by it makes it unbiased."""
+    return math.sqrt(2 / (n - 1)) * math.exp(math.lgamma(n / 2) - math.lgamma((n - 1) / 2))
 
 
 def _is_vmap_error(e: RuntimeError) -> bool:
