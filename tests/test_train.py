@@ -241,8 +241,9 @@ def _tiny_step(kind, seed=0, **kw):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     noise = torch.Generator().manual_seed(3)
     step = _step(config, model, _optimizer(config, model), noise, contextlib.nullcontext)
-    step(x, y, LayerTemperature(model))
-    return config, model, before, x, y
+    probe = LayerTemperature(model)
+    step(x, y, probe)
+    return config, model, before, x, y, probe
 
 
 def _grad_at(model, params, x, y):
@@ -257,7 +258,7 @@ def _grad_at(model, params, x, y):
 def test_sam_step_is_the_two_pass_update():
     import torch
 
-    config, model, before, x, y = _tiny_step("sam", layers=[])
+    config, model, before, x, y, _ = _tiny_step("sam", layers=[])
     g = _grad_at(model, before, x, y)
     norm = torch.sqrt(sum((v**2).sum() for v in g.values()))
     up = {n: before[n] + config.radius * g[n] / norm for n in before}
@@ -273,7 +274,7 @@ def test_noise_step_takes_the_gradient_at_a_gaussian_shift_of_the_chosen_layer()
 
     import pleat
 
-    config, model, before, x, y = _tiny_step("noise")
+    config, model, before, x, y, _ = _tiny_step("noise")
     shift = pleat.Gaussian(gamma=3 / config.radius**2).sample_(
         torch.empty_like(before["fc2.weight"]), torch.Generator().manual_seed(3)
     )
@@ -302,3 +303,19 @@ def test_one_process_per_run(tmp_path):
             pass
     with store.lock():  # released
         pass
+
+
+def test_probe_can_read_the_centre_gradient_of_a_smoothed_run():
+    expected = None
+    for probe_gradient in ("centre", "objective"):
+        config, model, before, x, y, probe = _tiny_step("pla", probe_gradient=probe_gradient)
+        if expected is None:  # s_I of ∇L(W), by hand, at the weights before the step
+            g = _grad_at(model, before, x, y)
+            expected = [float(g[f"{n}.weight"].abs().mean()) for n in ("fc1", "fc2", "out")]
+        recorded = [mean for mean, _ in probe.epoch().values()]
+        if probe_gradient == "centre":
+            assert recorded == pytest.approx(expected, rel=1e-12)
+        else:  # the smoothed loss's gradient differs on the smoothed layer and above
+            assert recorded[1] != pytest.approx(expected[1], rel=1e-6)
+    with pytest.raises(ValueError, match="probe_gradient"):
+        Config.from_dict({"kind": "none", "probe_gradient": "centre"})

@@ -44,6 +44,9 @@ class Config:
     epochs: int = 120  # passes over the training set
     weight_decay: float = 0.0  # L2 coefficient of SGD
     probe_every: int = 0  # layer-temperature window in training steps; 0: one window per epoch
+    # what the layer temperature reads: objective (the gradient the step uses; for pla/plea that of the smoothed
+    # loss) | centre (pla/plea only: ∇L(W) at the centre, one more forward and backward per step)
+    probe_gradient: str = "objective"
     seed: int = 0  # initialisation, shuffling, augmentation and perturbations all derive from it
     train_subset: int = 0  # first N training examples; 0: the whole training set
     test_subset: int = 0  # first N test examples; 0: the whole test set
@@ -72,6 +75,7 @@ class Config:
             ("dtype", DTYPES),
             ("activation", ("relu", "tanh")),
             ("engine", ("auto", "vectorised", "sequential")),
+            ("probe_gradient", ("objective", "centre")),
         ):
             if getattr(self, key) not in options:
                 bad(key, f"must be one of {', '.join(options)}")
@@ -91,6 +95,8 @@ class Config:
             bad("momentum", "must be in [0, 1)")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             bad("weight_decay", "must be a finite number >= 0")
+        if self.probe_gradient == "centre" and self.kind not in ("pla", "plea"):
+            bad("probe_gradient", "'centre' differs from 'objective' only for kind pla or plea")
         if self.kind in ("pla", "plea", "noise") and not self.layers:
             bad("layers", f"must name at least one layer when kind is {self.kind!r}")
         for entry in self.layers:

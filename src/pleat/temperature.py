@@ -38,18 +38,24 @@ class LayerTemperature:
         self._m2: Tensor | None = None
 
     @torch.no_grad()
-    def step(self, scale: float | Tensor | None = None) -> Tensor:
+    def step(self, scale: float | Tensor | None = None, grads: list[Tensor] | None = None) -> Tensor:
         """Record s_I for the current gradients; returns them as a `[layers]` tensor on the device.
 
         Args:
             scale: the factor the gradients are multiplied by (a GradScaler's `get_scale()`, or its scale tensor),
                 when they have not been unscaled yet.
+            grads: gradients to read instead of the parameters' `.grad`, one per watched layer (`self.params`
+                order), e.g. ∇L(W) at the centre from `torch.autograd.grad` when training on a smoothed loss.
         """
-        missing = [n for n, p in zip(self.names, self.params) if p.grad is None]
-        if missing:
-            raise RuntimeError(f"no gradient on layers {missing}: call probe.step() after loss.backward()")
+        if grads is None:
+            missing = [n for n, p in zip(self.names, self.params) if p.grad is None]
+            if missing:
+                raise RuntimeError(f"no gradient on layers {missing}: call probe.step() after loss.backward()")
+            grads = [p.grad for p in self.params]
+        elif len(grads) != len(self.params):
+            raise ValueError(f"grads holds {len(grads)} tensors; the probe watches {len(self.params)} layers")
         # abs().mean() beats the fused L1 norms on a CPU (vectorised abs, threaded sum)
-        s = torch.stack([p.grad.abs().mean() for p in self.params]).to(torch.float64)
+        s = torch.stack([g.abs().mean() for g in grads]).to(torch.float64)
         if scale is not None:
             s = s / scale
         self.count += 1

@@ -204,7 +204,8 @@ def _step(config: Config, model, optimizer, noise: torch.Generator, autocast):
     """The training step of the config's kind: `step(x, y, probe) -> (centre loss, centre output)`.
 
     It zeroes the gradients, computes the loss and its gradient, lets the probe read the gradient (pla/plea: of the
-    smoothed loss; noise: at W + ΔW; none/sam: at W), then updates the weights.
+    smoothed loss, or ∇L(W) with probe_gradient = "centre"; noise: at W + ΔW; none/sam: at W), then updates the
+    weights.
     """
     if config.kind in ("pla", "plea"):
         objective = PartialLocalEntropy(
@@ -247,8 +248,13 @@ def _step(config: Config, model, optimizer, noise: torch.Generator, autocast):
         optimizer.zero_grad(set_to_none=True)
         with autocast():
             loss, centre, out = forward(x, y)
+        grads = None
+        if config.probe_gradient == "centre":  # ∇L(W): one more forward and backward (pleat's models have no BN)
+            with autocast():
+                plain = F.cross_entropy(model(x), y)
+            grads = torch.autograd.grad(plain, probe.params)
         loss.backward()
-        probe.step()
+        probe.step(grads=grads)
         if config.kind == "sam":
             optimizer.first_step(zero_grad=True)  # climb to W + ρ g/|g|
             with autocast():

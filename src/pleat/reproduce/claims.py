@@ -318,6 +318,16 @@ def pla_beats_noise(table, spec) -> Verdict:
 # Figure 1: the layer temperature
 
 
+def hidden_layers(temperature: dict) -> dict:
+    """The hidden layers of a probe record: all but the output layer, the last weight layer.
+
+    The paper's Figure 1 shows layers I = 1..4 of its "4-layer" net, which counts hidden layers (its "2-layer" net
+    is 784-784-784-10): the output layer is recorded in the store but left out of Figure 1 and its claims.
+    """
+    names = list(temperature)
+    return {n: temperature[n] for n in names[:-1]} if len(names) > 1 else dict(temperature)
+
+
 def _regimes_per_run(table):
     from pleat.regimes import regimes
 
@@ -326,7 +336,7 @@ def _regimes_per_run(table):
         windows = [w for m in row["metrics"] for w in m.get("windows", [])]
         if len(windows) < 8:
             continue
-        history = [{k: tuple(v) for k, v in w["temperature"].items()} for w in windows]
+        history = [{k: tuple(v) for k, v in hidden_layers(w["temperature"]).items()} for w in windows]
         out.append((row, regimes(history, times=[w["step"] for w in windows]), windows[-1]["step"]))
     return out
 

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from pleat.plots import draw_temperature, new_figure
-from pleat.reproduce.claims import best_setting
+from pleat.reproduce.claims import best_setting, hidden_layers
 
 BUDGET_NOTE = {
     "smoke": "smoke budget: checks the mechanics, not the claims",
@@ -133,7 +133,7 @@ def temperature(table, spec, budget: str):
             continue
         history = []
         for i in range(length):
-            layers = runs[0][i]["temperature"]
+            layers = hidden_layers(runs[0][i]["temperature"])
             history.append(
                 {
                     name: tuple(
