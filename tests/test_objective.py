@@ -1,5 +1,6 @@
 import copy
 import math
+import warnings
 
 import pytest
 import torch
@@ -409,6 +410,17 @@ def test_engine_auto_falls_back_when_vmap_cannot_run():
         engine="sequential",
     )
     assert_close(loss, ref(x, t))
+    assert obj.engine == "auto"  # what the user asked for is kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the next call goes straight to the sequential engine, without warning
+        obj(x, t)
+
+
+def test_unknown_kind_and_weightless_models_are_errors():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        pleat.aggregate("foo", torch.zeros(3), torch.zeros(3))
+    with pytest.raises(ValueError, match="has no weight layer"):
+        smooth(nn.Sequential(nn.ReLU(), nn.Tanh()), layers="all", radius=0.1)
 
 
 @pytest.mark.parametrize(

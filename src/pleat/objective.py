@@ -55,6 +55,8 @@ def aggregate(kind: str, losses: Tensor, log_weights: Tensor, beta: float = 1.0)
     plea (eq 14; eq 22 for the hard box): -log{(1/(y+1)) [e^{-β L_0} + Σ_a e^{-β L_a - d_a}]}.
     Both are divided by y+1, so sampling does not act as a larger learning rate.
     """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     points = losses.shape[0]
     log_weights = log_weights.to(losses.dtype)
     if kind == "pla":
@@ -150,6 +152,7 @@ class PartialLocalEntropy:
                 seed += 1_000_003 * torch.distributed.get_rank()
             self._seed = seed
         self.last: Last | None = None
+        self._fallback = False  # auto fell back to the sequential engine after vmap failed
 
     def describe(self) -> str:
         """The resolved subset U: parameter names, shapes and counts, and how points are drawn."""
@@ -191,6 +194,8 @@ class PartialLocalEntropy:
     def _choose_engine(self, params: dict[str, Tensor]) -> str:
         if self.engine != "auto":
             return self.engine
+        if self._fallback:  # vmap could not run this model before
+            return "sequential"
         size = sum(s.numel * params[s.name].element_size() for s in self.selected) * (self.samples + 1)
         return "sequential" if size > AUTO_SEQUENTIAL_BYTES else "vectorised"
 
@@ -243,7 +248,7 @@ class PartialLocalEntropy:
                     "the sequential engine (pass engine='sequential' to silence)",
                     stacklevel=3,
                 )
-                self.engine = "sequential"
+                self._fallback = True  # `engine` stays what the user asked for
                 g.set_state(state)
             else:
                 lw = None

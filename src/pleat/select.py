@@ -125,6 +125,8 @@ def select(
             p = m._parameters.get(pname)
             if isinstance(p, nn.Parameter):
                 chosen.append(Selected(f"{mname}.{pname}" if mname else pname, mname, tuple(p.shape)))
+    if not chosen:
+        raise ValueError(f"{type(model).__name__} has no weight layer to smooth or probe; {available(model)}")
     return chosen
 
 
