@@ -416,6 +416,12 @@ def test_engine_auto_falls_back_when_vmap_cannot_run():
         obj(x, t)
 
 
+def test_describe_says_when_the_loss_is_plain():
+    assert smooth(mlp(), layers=[1], radius=0.0).describe().startswith("the plain loss: radius = 0")
+    assert smooth(mlp(), layers=[1], radius=0.1, samples=0).describe().startswith("the plain loss: samples = 0")
+    assert smooth(mlp(), layers=[1], radius=0.1).describe().startswith("pla over 4 points")
+
+
 def test_unknown_kind_and_weightless_models_are_errors():
     with pytest.raises(ValueError, match="kind must be one of"):
         pleat.aggregate("foo", torch.zeros(3), torch.zeros(3))

@@ -319,3 +319,81 @@ def test_probe_can_read_the_centre_gradient_of_a_smoothed_run():
             assert recorded[1] != pytest.approx(expected[1], rel=1e-6)
     with pytest.raises(ValueError, match="probe_gradient"):
         Config.from_dict({"kind": "none", "probe_gradient": "centre"})
+
+
+@needs_data
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
+    config = quick(tmp_path, epochs=3, train_subset=600, test_subset=200)
+    reference = train(config)
+    store = RunStore(config)
+    expected = strip(store.metrics())
+    assert sorted(p.name for p in store.dir.glob("checkpoint-*.pt")) == ["checkpoint-2.pt", "checkpoint-3.pt"]
+    (store.dir / "result.json").unlink()  # as if killed while writing its last checkpoint
+    latest = store.dir / "checkpoint-3.pt"
+    latest.write_bytes(latest.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="resuming from checkpoint-2.pt"):
+        resumed = train(config)
+    assert resumed["final_test_accuracy"] == reference["final_test_accuracy"]
+    assert strip(store.metrics()) == expected
+
+
+def test_cli_set_and_flag_conflict_and_help(capsys):
+    assert main(["train", "--set", "radius=0.1", "--radius", "0.2"]) == 2
+    assert "given twice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default [2])" in text and "half-side of the hypercube" in text and "mnist | fashion-mnist" in text
+
+
+@needs_data
+def test_cli_resume_message_and_corrupt_run_exit_2(tmp_path, capsys):
+    args = [
+        "train",
+        "--epochs",
+        "2",
+        "--train-subset",
+        "300",
+        "--test-subset",
+        "100",
+        "--lr",
+        "0.01",
+        "--data-dir",
+        str(SHARED),
+        "--out-dir",
+        str(tmp_path),
+        "--progress",
+        "false",
+    ]
+    assert main(args) == 0
+    run = next(tmp_path.iterdir())
+    (run / "result.json").unlink()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert f"resuming {run} from epoch 2 of 2" in capsys.readouterr().out
+    (run / "result.json").unlink()
+    for checkpoint in run.glob("checkpoint-*.pt"):
+        checkpoint.write_bytes(b"broken")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "sha256" in err and len(err.strip().splitlines()) == 1
+
+
+@needs_data
+def test_ctrl_c_prints_one_line_and_how_to_resume(tmp_path):
+    config = quick(tmp_path, epochs=50, train_subset=3000, test_subset=200)
+    args = [f"--set={k}={json.dumps(v)}" for k, v in config.to_dict().items() if k != "sharpness"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pleat.cli", "train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = RunStore(config).dir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "stops at its last checkpoint" in err and "run the same command again" in err

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import sys
 
-from pleat.config import Config, load, parse_set
+from pleat.config import Config, help_texts, load, parse_set, shown
 
 
 def _train(args) -> int:
@@ -17,11 +17,16 @@ def _train(args) -> int:
     for f in dataclasses.fields(Config):
         value = getattr(args, f.name, None)
         if value is not None:
+            if f.name in overrides:
+                raise ValueError(f"config key {f.name!r} is given twice, by --set and by --{f.name.replace('_', '-')}")
             overrides.update(parse_set([f"{f.name}={value}"]))
     config = load(args.config, overrides)  # every check happens here, before any work
     store = RunStore(config)
     if store.finished:
         print(f"already finished: {store.dir} (delete it to train again)")
+    elif (epoch := store.checkpoint_epoch()) is not None:
+        print(f"resuming {store.dir} from epoch {epoch} of {config.epochs}")
+    args.interrupted = f"run {store.dir} stops at its last checkpoint; run the same command again to resume it"
     result = train(config)
     print(
         f"best test accuracy {result['best_test_accuracy']:.4f} (epoch {result['best_epoch']}), "
@@ -61,6 +66,7 @@ def _runs(args) -> int:
 def _reproduce(args) -> int:
     from pleat.reproduce import reproduce
 
+    args.interrupted = "sweep interrupted: finished runs are kept; run the same command again to train the rest"
     done = reproduce(
         args.figure,
         budget=args.budget,
@@ -101,12 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train", help="one training run (no config file: the paper's Figure 3 protocol)")
     train.add_argument("config", nargs="?", help="a TOML file of config keys")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    meanings = help_texts()
     for f in dataclasses.fields(Config):
         train.add_argument(
             f"--{f.name.replace('_', '-')}",
             dest=f.name,
             metavar="VALUE",
-            help=f"config key {f.name} (default {f.default!r})",
+            help=f"{meanings.get(f.name, '')} (default {shown(f.default)})".replace("%", "%%"),
         )
     train.set_defaults(run=_train)
     rep = sub.add_parser("reproduce", help="a figure of the paper: its sweep, figure and report")
@@ -133,11 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     runs.add_argument("dir", nargs="?", default="runs")
     runs.set_defaults(run=_runs)
     args = parser.parse_args(argv)
+    from pleat.store import CorruptRun, RunBusy
+
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, CorruptRun, RunBusy) as e:
         print(f"pleat: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\npleat: interrupted; {getattr(args, 'interrupted', 'nothing was lost')}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

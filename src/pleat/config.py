@@ -135,6 +135,33 @@ class Config:
         return cls(**out)
 
 
+def help_texts() -> dict[str, str]:
+    """Each key's meaning and allowed values, from the comments beside (or above) its field in `Config`."""
+    import inspect
+    import re
+
+    texts, above = {}, []
+    for line in inspect.getsource(Config).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("# "))
+            continue
+        field = re.match(r"(\w+): [^=]+=[^#]*(?:#\s*(.*))?$", stripped)
+        if field and field.group(1) in {f.name for f in dataclasses.fields(Config)}:
+            texts[field.group(1)] = " ".join(above + [field.group(2) or ""]).strip()
+        above = []
+    return texts
+
+
+def shown(value) -> str:
+    """A config value as it is written in TOML and on the command line: layers as [2], not (2,)."""
+    if isinstance(value, tuple):
+        return json.dumps(list(value))
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return json.dumps(value) if isinstance(value, (bool, str)) else str(value)
+
+
 def _coerce(key: str, value, default):
     """Check `value` against the type of `default`; ints are accepted for floats, 'inf' for sharpness."""
     if isinstance(default, bool):

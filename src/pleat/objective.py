@@ -156,7 +156,12 @@ class PartialLocalEntropy:
 
     def describe(self) -> str:
         """The resolved subset U: parameter names, shapes and counts, and how points are drawn."""
-        return f"{self.kind} over {self.samples} points + centre, kernel {self.kernel}\n" + describe(self.selected)
+        if self.samples == 0 or self.kernel.variance == 0:
+            why = "samples = 0" if self.samples == 0 else "radius = 0"
+            head = f"the plain loss: {why}, no point is perturbed"
+        else:
+            head = f"{self.kind} over {self.samples} points + centre, kernel {self.kernel}"
+        return head + "\n" + describe(self.selected)
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if self.generator is None:

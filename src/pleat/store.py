@@ -21,6 +21,7 @@ import platform
 import socket
 import subprocess
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -155,30 +156,70 @@ class RunStore:
         return read_metrics(self.dir / "metrics.jsonl")
 
     def save_checkpoint(self, state: dict, epoch: int) -> None:
-        """Write checkpoint-<epoch>.pt, then point state.json at it, then drop older checkpoints."""
+        """Write checkpoint-<epoch>.pt, then point state.json at it (and at the one before), then drop older ones.
+
+        Two checkpoints are kept, so that a run whose latest checkpoint is damaged resumes from the one before.
+        """
         buffer = io.BytesIO()
         torch.save(state, buffer)
         data = buffer.getvalue()
         name = f"checkpoint-{epoch}.pt"
         _atomic_write(self.dir / name, data)
-        pointer = {"epoch": epoch, "checkpoint": name, "sha256": hashlib.sha256(data).hexdigest()}
-        _atomic_write(self.dir / "state.json", json.dumps(pointer).encode())
+        latest = {"epoch": epoch, "checkpoint": name, "sha256": hashlib.sha256(data).hexdigest()}
+        previous = self._pointer(required=False)
+        if previous is not None and previous["checkpoint"] == name:  # rewriting an epoch: keep the one before it
+            previous = previous.get("previous")
+        previous = None if previous is None else {k: previous[k] for k in ("epoch", "checkpoint", "sha256")}
+        _atomic_write(self.dir / "state.json", json.dumps({**latest, "previous": previous}).encode())
+        keep = {name} | ({previous["checkpoint"]} if previous else set())
         for old in self.dir.glob("checkpoint-*.pt"):
-            if old.name != name:
+            if old.name not in keep:
                 old.unlink()
 
-    def load_checkpoint(self, device: torch.device) -> dict | None:
-        """The latest checkpoint, verified against its sha256; None when the run has none."""
-        pointer_path = self.dir / "state.json"
-        if not pointer_path.exists():
+    def _pointer(self, required: bool = True) -> dict | None:
+        path = self.dir / "state.json"
+        if not path.exists():
             return None
         try:
-            pointer = json.loads(pointer_path.read_text())
-            path = self.dir / pointer["checkpoint"]
-        except (ValueError, KeyError) as e:
-            raise CorruptRun(f"{pointer_path} is corrupt ({e}); delete {self.dir} to train the run again") from e
+            pointer = json.loads(path.read_text())
+            pointer["checkpoint"], pointer["sha256"], pointer["epoch"]
+        except (ValueError, KeyError, TypeError) as e:
+            if not required:
+                return None
+            raise CorruptRun(f"{path} is corrupt ({e}); delete {self.dir} to train the run again") from e
+        return pointer
+
+    def checkpoint_epoch(self) -> int | None:
+        """The epoch of the latest checkpoint, None when the run has none (read without loading it)."""
+        pointer = self._pointer(required=False)
+        return None if pointer is None else int(pointer["epoch"])
+
+    def load_checkpoint(self, device: torch.device) -> dict | None:
+        """The latest intact checkpoint, verified against its sha256; None when the run has none.
+
+        A damaged latest checkpoint falls back, with a warning, to the one before it; with none intact the run
+        raises CorruptRun.
+        """
+        pointer = self._pointer()
+        if pointer is None:
+            return None
+        try:
+            return self._load(pointer, device)
+        except CorruptRun as e:
+            previous = pointer.get("previous")
+            if not previous:
+                raise
+            try:
+                state = self._load(previous, device)
+            except CorruptRun:
+                raise e from None
+            warnings.warn(f"{e}; resuming from {previous['checkpoint']} instead", stacklevel=2)
+            return state
+
+    def _load(self, pointer: dict, device: torch.device) -> dict:
+        path = self.dir / pointer["checkpoint"]
         if not path.exists():
-            raise CorruptRun(f"{path} named by {pointer_path} is missing; delete {self.dir} to train the run again")
+            raise CorruptRun(f"{path} named by state.json is missing; delete {self.dir} to train the run again")
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != pointer["sha256"]:
             raise CorruptRun(

@@ -37,9 +37,12 @@ def _die_with_parent() -> None:
 
 
 def _start_worker(threads: int) -> None:
+    import signal
+
     import torch
 
     _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it stops the workers
     torch.set_num_threads(threads)
 
 
