@@ -123,3 +123,25 @@ def test_md5_tables_come_from_torchvision():
     assert folder == "FashionMNIST/raw" and md5["train-images-idx3-ubyte.gz"] == "8d4fb7e6c68d591d4c3dfef9ec88bf0d"
     assert md5 == dict(FashionMNIST.resources)
     assert splits["test"] == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+
+
+def test_md5_is_checked_once_per_process_and_again_after_a_change(tmp_path, monkeypatch):
+    import hashlib
+
+    fake_mnist(tmp_path)
+    folder = tmp_path / "MNIST" / "raw"
+    real = data._files("mnist")
+    md5 = {f.name: hashlib.md5(f.read_bytes()).hexdigest() for f in folder.iterdir()}
+    monkeypatch.setattr(data, "_files", lambda name: (real[0], md5, real[2]))
+    hashed = []
+    from torchvision.datasets import utils
+
+    original = utils.check_integrity
+    monkeypatch.setattr(utils, "check_integrity", lambda path, digest: hashed.append(path) or original(path, digest))
+    data.ensure("mnist", tmp_path, download=False)
+    data.ensure("mnist", tmp_path, download=False)
+    assert len(hashed) == 4  # four files, hashed once
+    victim = folder / "t10k-labels-idx1-ubyte.gz"
+    victim.write_bytes(victim.read_bytes() + b"x")
+    with pytest.raises(ValueError, match="md5"):
+        data.ensure("mnist", tmp_path, download=False)

@@ -88,12 +88,29 @@ def ensure(name: str, root: Path, download: bool = True, verify: bool = True) ->
         )
     if verify:
         for f, digest in md5.items():
+            if _verified(path / f, digest):
+                continue
             if not check_integrity(str(path / f), digest):
                 raise ValueError(
                     f"{path / f} fails its md5 check (expected {digest}): the file is corrupt or not "
                     "the official one; replace it (or delete it to download it again)"
                 )
+            _VERIFIED.add(_identity(path / f, digest))
     return path
+
+
+# Files whose md5 this process has checked, keyed by (path, size, mtime, md5): each is hashed once per process
+# (a test session, a sweep worker), and again only when it changes.
+_VERIFIED: set[tuple] = set()
+
+
+def _identity(path: Path, digest: str) -> tuple:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, digest)
+
+
+def _verified(path: Path, digest: str) -> bool:
+    return path.exists() and _identity(path, digest) in _VERIFIED
 
 
 def _idx(path: Path) -> Tensor:

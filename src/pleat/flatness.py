@@ -74,23 +74,29 @@ def hutchinson_traces(
     """Per-layer Hessian traces tr(H_II) ≈ E[v_Iᵀ (H v)_I], v Rademacher over all the layers' weights (Hutchinson).
 
     One Hessian-vector product per probe and batch gives every layer's estimate (cross terms vanish in
-    expectation). Returns {layer name: (mean, standard error)}.
+    expectation). The probes are drawn from `generator` (on any device; None: a generator seeded from torch's global
+    RNG) and the estimates stay on the model's device until the end: one host sync in all.
+    Returns {layer name: (mean, standard error)}.
     """
     selected = select(model, layers)
     params = dict(model.named_parameters())
     weights = [params[s.name] for s in selected]
-    estimates: list[list[float]] = [[] for _ in selected]
+    device = weights[0].device
+    if generator is None:
+        generator = torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (), dtype=torch.int64)))
+    estimates = []  # [probes x batches] rows of [layers], on the device
     for inputs, targets in _batches(data):
         loss = loss_fn(model(inputs), targets)
         grads = torch.autograd.grad(loss, weights, create_graph=True)
         for _ in range(probes):
             vs = [
-                torch.randint(0, 2, w.shape, generator=generator, device=w.device).to(w.dtype) * 2 - 1 for w in weights
+                torch.randint(0, 2, w.shape, generator=generator, device=generator.device).to(device, w.dtype) * 2 - 1
+                for w in weights
             ]
             hvs = torch.autograd.grad(grads, weights, grad_outputs=vs, retain_graph=True)
-            for k, (v, hv) in enumerate(zip(vs, hvs)):
-                estimates[k].append(float((v * hv).sum()))
-    return {s.module_name: _mean_se(e) for s, e in zip(selected, estimates)}
+            estimates.append(torch.stack([(v * hv).sum() for v, hv in zip(vs, hvs)]))
+    table = torch.stack(estimates).double().cpu()  # the one host sync
+    return {s.module_name: _mean_se(table[:, k].tolist()) for k, s in enumerate(selected)}
 
 
 def flatness_profile(
@@ -105,6 +111,7 @@ def flatness_profile(
     hutchinson: int = 8,
     generator: torch.Generator | None = None,
     engine: str = "auto",
+    antithetic: bool = True,
 ) -> FlatnessProfile:
     """Loss rise versus radius for each layer subset, with standard errors, and per-layer Hessian traces.
 
@@ -113,31 +120,35 @@ def flatness_profile(
 
     Args:
         data: one (inputs, targets) pair or an iterable of them.
-        layers: the subsets U to probe, each anything `layers=` accepts; default: every weight layer alone, then
-            all of them together.
+        layers: the subsets U to probe, each anything `layers=` accepts; default: every weight layer alone ([1],
+            [2], ...), then all of them together.
         radii: the half-sides R to probe, each > 0.
-        samples: perturbed points per batch and repeat.
+        samples: perturbed points per batch and repeat (even with `antithetic`).
         repeats: draws per batch.
         hutchinson: Rademacher probes per batch for the traces (0: skip them).
+        antithetic: draw pairs (ΔW, -ΔW) and take each pair's mean rise (L(W+ΔW) + L(W-ΔW))/2 - L(W): the odd
+            orders cancel, among them the first-order term g·ΔW, which has mean zero but dominates the variance at
+            small R. The standard error is then over the pairs.
     """
     radii = [float(r) for r in radii]
     if not radii or any(not math.isfinite(r) or r <= 0 for r in radii):
         raise ValueError(f"radii must be finite numbers > 0, got {radii}")
-    if samples < 2:
-        raise ValueError(f"samples must be >= 2 to give a standard error, got {samples}")
+    if samples < 2 or (antithetic and samples % 2):
+        raise ValueError(f"samples must be >= 2 to give a standard error (even with antithetic pairs), got {samples}")
     batches = _batches(data)
     if layers is None:
-        layers = [[s.module_name] for s in select(model, None)] + [None]
+        layers = [[i] for i in range(1, len(select(model, None)) + 1)] + [None]
     subsets = [(select(model, spec), spec) for spec in layers]
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     was_training = model.training
     model.eval()
     try:
-        trace = hutchinson_traces(model, loss_fn, batches, None, hutchinson, generator) if hutchinson else {}
+        device_generator = _on_device(generator, model)
+        trace = hutchinson_traces(model, loss_fn, batches, None, hutchinson, device_generator) if hutchinson else {}
         rows = []
         with torch.no_grad():
             for chosen, spec in subsets:
-                name = "+".join(s.module_name for s in chosen)
+                name = subset_label(model, spec, chosen)
                 for radius in radii:
                     obj = PartialLocalEntropy(
                         model,
@@ -145,15 +156,17 @@ def flatness_profile(
                         layers=spec,
                         radius=radius,
                         samples=samples,
-                        generator=_on_device(generator, model),
+                        generator=device_generator,
                         engine=engine,
+                        antithetic=antithetic,
                     )
                     rises = []
                     for inputs, targets in batches:
                         for _ in range(repeats):
                             obj(inputs, targets)
-                            rises += (obj.last.losses[1:] - obj.last.losses[0]).tolist()
-                    rise, se = _mean_se(rises)
+                            rise = obj.last.losses[1:] - obj.last.losses[0]
+                            rises.append(rise.view(-1, 2).mean(1) if antithetic else rise)
+                    rise, se = _mean_se(torch.cat(rises).tolist())
                     predicted = None
                     if trace:
                         predicted = (
@@ -165,6 +178,19 @@ def flatness_profile(
     finally:
         model.train(was_training)
     return FlatnessProfile(rows, trace)
+
+
+def subset_label(model: nn.Module, spec, chosen) -> str:
+    """How a subset reads in tables and plots: what the user passed ({1,2} for 1-based indices), with the module
+    names beside it where they differ ({1,3} (0+5) on an nn.Sequential)."""
+    names = "+".join(s.module_name for s in chosen)
+    entries = spec if isinstance(spec, (list, tuple)) else [spec]
+    if spec is None or spec == "all":
+        return f"all ({names})"
+    if all(isinstance(e, int) and not isinstance(e, bool) for e in entries):
+        indices = "{" + ",".join(str(e) for e in entries) + "}"
+        return indices if names == "+".join(str(e) for e in entries) else f"{indices} ({names})"
+    return names
 
 
 def _on_device(generator: torch.Generator, model: nn.Module) -> torch.Generator:

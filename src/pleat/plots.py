@@ -39,13 +39,18 @@ def plot_temperature(
 
 
 def draw_temperature(ax, history, regimes: Regimes | None = None, times=None) -> None:
-    """Draw ln s_I (solid) and ln std (dashed) per layer on `ax`, log axes, regime boundaries marked."""
+    """Draw ln s_I (solid) and ln std (dashed) per layer on `ax`, log axes, regime boundaries marked.
+
+    Layers are labelled I = 1, 2, ... in the history's order (the paper's numbering when the probe watches every
+    weight layer), with the module name beside.
+    """
     data = curves(history)
     t = list(times) if times is not None else list(range(1, len(history) + 1))
     for k, (name, (signal, noise)) in enumerate(data.items()):
         colour = f"C{k}"
-        ax.plot(t, signal, "-", color=colour, label=f"{name} signal")
-        ax.plot(t, noise, "--", color=colour, label=f"{name} noise")
+        label = f"{k + 1}" if name == str(k + 1) else f"{k + 1} ({name})"  # I = 1, 2, ... in the history's order
+        ax.plot(t, signal, "-", color=colour, label=f"{label} signal")
+        ax.plot(t, noise, "--", color=colour, label=f"{label} noise")
     ax.set_yscale("log")
     ax.set_xscale("log")
     if regimes is not None:
@@ -93,7 +98,10 @@ def plot_flatness(profile: FlatnessProfile, path: str | Path | None = None, titl
         if all(r.predicted is not None and r.predicted > 0 for r in rows):
             ax.plot(radii, [r.predicted for r in rows], "--", color=f"C{k}", lw=0.8)
     ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=max(1e-8, min(abs(r.rise) for r in profile.rows if r.rise) / 10))
+    if all(r.rise > 0 for r in profile.rows):
+        ax.set_yscale("log")
+    else:  # some rise is not positive (noise at tiny R): a symmetric log scale keeps it visible
+        ax.set_yscale("symlog", linthresh=max(1e-8, min(abs(r.rise) for r in profile.rows if r.rise) / 10))
     ax.set_xlabel("radius R")
     ax.set_ylabel("mean loss rise")
     ax.set_title(title + " (dashed: (R²/6) tr H from Hutchinson)")
