@@ -1,15 +1,20 @@
-"""Engines: evaluate the loss at the y+1 points W + ΔW^a (the centre first, ΔW^0 = 0).
+"""Engines: evaluate the loss at the y+1 points W + ΔW^a, the centre (ΔW^0 = 0) first.
 
-Both engines return the per-point losses `[y+1]` and the centre's output, for perturbations drawn in the same order
-from the same generator. Neither ever writes to a parameter: perturbed weights are passed functionally.
+Both engines have one signature, `engine(target, draws, args, targets) -> (losses [y+1], centre output)`:
+- `target` says what is evaluated (the model, the loss, the smoothed parameters);
+- `draws` (a `Draws`) gives each point's perturbations: drawn once, in order, from the objective's generator, and
+  redrawn on demand from the generator state recorded before the point;
+- BatchNorm is handled in one place (`BatchNormCentre`): every point normalises with its own batch statistics and
+  leaves the running statistics alone; the centre's batch mean and variance are recorded and applied once, after
+  the call, exactly as `F.batch_norm` would have applied them.
+Neither engine ever writes to a parameter or to a module's attributes beyond hooks removed before it returns.
 
 - `vectorised`: one `torch.func.vmap` over the points. Whatever lies upstream of the first smoothed layer sees no
-  batched tensor and is computed once. A smoothed Linear/Conv fed by such an unbatched input x runs as
-  W x + ΔW^a x: the main product and its weight gradient are computed once, and the y products ΔW^a x are a single
-  matrix product against the stacked perturbations.
-- `sequential`: one point at a time under activation checkpointing (the centre included), each perturbation redrawn
-  from its generator state in the backward pass, so that memory stays at one point's activations plus one
-  perturbation of the smoothed layers, whatever y.
+  batched tensor and is computed once. A smoothed Linear/Conv keeps its own forward (whatever a library made of
+  it) and a forward hook adds ΔW^a x to its output; fed by an unbatched x, the y products ΔW^a x are one matrix
+  product against the stacked perturbations, and W x with its weight gradient is computed once.
+- `sequential`: one point at a time under activation checkpointing, each perturbation redrawn in the backward
+  pass, so that memory stays at one point's activations plus one perturbation, whatever y.
 """
 
 from __future__ import annotations
@@ -19,28 +24,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils._pytree import tree_map
 from torch.utils.checkpoint import checkpoint
 
+from pleat._compat import apply_weight, is_batched, row, tree_map
 from pleat.select import Selected
-
-_functorch = getattr(torch._C, "_functorch", None)
-_is_batched = getattr(_functorch, "is_batchedtensor", lambda t: True)
-
-
-def _row(stacked: Tensor, i: Tensor) -> Tensor:
-    """Inside vmap over `i = arange(P)`: the batched view whose point i is `stacked[i]`.
-
-    Zero-copy through functorch's `_add_batch_dim` (private, hence the indexing fallback, which copies).
-    """
-    if hasattr(_functorch, "_add_batch_dim") and hasattr(_functorch, "maybe_get_level"):
-        return _functorch._add_batch_dim(stacked, 0, _functorch.maybe_get_level(i))
-    return stacked[i]
-
 
 _BRANCH_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -54,197 +44,219 @@ class Target:
     prefix: str  # name of `module` inside `model`, with a trailing dot ("module." under DDP), or ""
     loss_fn: Callable[..., Tensor]
     selected: list[Selected]
-    # smoothed modules whose weight is read outside their own forward (found at run time): no additive branch
+    # smoothed modules whose forward was not called although their weight was used (found at run time): their
+    # weight is substituted instead of added as a branch
     no_branch: set[str] = field(default_factory=set)
 
 
-def _check_scalar(loss: Tensor) -> Tensor:
+def scalar_loss(loss_fn: Callable[..., Tensor], out, targets) -> Tensor:
+    """`loss_fn(out, targets)`, checked to be a scalar tensor."""
+    loss = loss_fn(out, targets)
     if not isinstance(loss, Tensor) or loss.dim() != 0:
         shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
         raise ValueError(f"loss_fn must return a scalar tensor, got {shape}; use a reduction such as reduction='mean'")
     return loss
 
 
-def _tracking_batchnorms(module: nn.Module) -> list[_BatchNorm]:
-    return [
-        m
-        for m in module.modules()
-        if isinstance(m, _BatchNorm) and m.training and m.track_running_stats and m.running_mean is not None
-    ]
+class Draws:
+    """The y perturbed points of one call.
+
+    Point a (1..y) is drawn, parameter by parameter in `selected` order, from the generator state recorded just
+    before it; with antithetic pairs, point 2j is the negation of point 2j-1 (one draw per pair). The first draw of
+    each point must come in order (it advances the objective's generator); any point can then be drawn again.
+    """
+
+    def __init__(
+        self,
+        fill: Callable[[Tensor, torch.Generator], Tensor],
+        params: dict[str, Tensor],
+        names: list[str],
+        samples: int,
+        generator: torch.Generator,
+        antithetic: bool = False,
+    ):
+        self.fill, self.params, self.names = fill, params, names
+        self.samples, self.generator, self.antithetic = samples, generator, antithetic
+        self.first_state = generator.get_state()
+        self.starts: list[Tensor] = []  # the generator state before each draw
+
+    def restart(self) -> None:
+        """Forget every draw and put the generator back where it was: the same points will be drawn again."""
+        self.starts.clear()
+        self.generator.set_state(self.first_state)
+
+    def _draw_into(self, a: int, out: dict[str, Tensor], previous: dict[str, Tensor] | None = None) -> None:
+        if self.antithetic and a % 2 == 0:
+            if previous is None:  # redraw the pair's first point, then negate it
+                self._draw_into(a - 1, out)
+                for d in out.values():
+                    d.neg_()
+            else:
+                for n in self.names:
+                    torch.neg(previous[n], out=out[n])
+            return
+        k = (a - 1) // (2 if self.antithetic else 1)
+        if k == len(self.starts):  # first time: draw from the objective's generator, advancing it
+            self.starts.append(self.generator.get_state())
+            g = self.generator
+        else:  # again (the sequential engine's backward pass): from the recorded state
+            g = torch.Generator(self.generator.device)
+            g.set_state(self.starts[k])
+        for n in self.names:
+            self.fill(out[n], g)
+
+    def point(self, a: int) -> dict[str, Tensor]:
+        """Point a's perturbations, in fresh tensors."""
+        out = {n: torch.empty_like(self.params[n]) for n in self.names}
+        self._draw_into(a, out)
+        return out
+
+    def stacked(self) -> dict[str, Tensor]:
+        """Every point's perturbations `[y+1, *shape]` per parameter, row 0 (the centre) zero."""
+        out = {n: self.params[n].new_empty((self.samples + 1, *self.params[n].shape)) for n in self.names}
+        for d in out.values():
+            d[0].zero_()
+        for a in range(1, self.samples + 1):
+            self._draw_into(a, {n: d[a] for n, d in out.items()}, {n: d[a - 1] for n, d in out.items()})
+        return out
 
 
-@contextmanager
-def _frozen_batchnorm(bns: list[_BatchNorm], stats: list[tuple[Tensor, Tensor]]):
-    """Stop the BatchNorms from updating their running statistics, and record each one's batch mean and variance."""
+class BatchNormCentre:
+    """BatchNorm for every engine: points never update running statistics; the centre's batch statistics do, once."""
 
-    def record(m, args):
-        x = args[0]
-        dims = [d for d in range(x.dim()) if d != 1]
-        stats.append((x.detach().mean(dims), x.detach().var(dims, unbiased=True)))
+    def __init__(self, module: nn.Module):
+        self.bns = [
+            m
+            for m in module.modules()
+            if isinstance(m, _BatchNorm) and m.training and m.track_running_stats and m.running_mean is not None
+        ]
+        self.seen: list[tuple[Tensor, Tensor]] = []
 
-    handles = [m.register_forward_pre_hook(record) for m in bns]
-    for m in bns:
-        m.track_running_stats = False
-    try:
-        yield
-    finally:
-        for m in bns:
-            m.track_running_stats = True
-        for h in handles:
-            h.remove()
+    @contextmanager
+    def frozen(self):
+        """Normalise with the batch's own statistics and leave the running ones alone (restored on exit)."""
+        for m in self.bns:
+            m.track_running_stats = False
+        try:
+            yield
+        finally:
+            for m in self.bns:
+                m.track_running_stats = True
 
+    @contextmanager
+    def recording(self):
+        """Record each BatchNorm's batch mean and (unbiased) variance into `seen`, in call order."""
 
-@torch.no_grad()
-def update_running_stats(bn: _BatchNorm, mean: Tensor, var: Tensor) -> None:
-    """Apply one training step's update of `bn`'s running statistics, as `torch.nn.functional.batch_norm` does."""
-    bn.num_batches_tracked.add_(1)
-    f = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    bn.running_mean.mul_(1 - f).add_(mean.to(bn.running_mean.dtype), alpha=f)
-    bn.running_var.mul_(1 - f).add_(var.to(bn.running_var.dtype), alpha=f)
+        def record(m, args):
+            x = args[0]
+            dims = [d for d in range(x.dim()) if d != 1]
+            self.seen.append((x.detach().mean(dims), x.detach().var(dims, unbiased=True)))
+
+        handles = [m.register_forward_pre_hook(record) for m in self.bns]
+        try:
+            yield self.seen
+        finally:
+            for h in handles:
+                h.remove()
+
+    @torch.no_grad()
+    def apply(self, stats: list[tuple[Tensor, Tensor]]) -> None:
+        """One training step's update of the running statistics from the centre's `stats`, as F.batch_norm does."""
+        for bn, (mean, var) in zip(self.bns, stats):
+            bn.num_batches_tracked.add_(1)
+            f = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+            bn.running_mean.mul_(1 - f).add_(mean.to(bn.running_mean.dtype), alpha=f)
+            bn.running_var.mul_(1 - f).add_(var.to(bn.running_var.dtype), alpha=f)
 
 
 def _branchable(m: nn.Module, s: Selected) -> bool:
-    return type(m) in _BRANCH_TYPES and s.name.endswith("weight") and getattr(m, "groups", 1) == 1
+    # tied weights are substituted: functional_call then perturbs every use of them alike
+    return type(m) in _BRANCH_TYPES and s.name.endswith("weight") and not s.aliases and getattr(m, "groups", 1) == 1
 
 
-def _apply(m: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    return F.linear(x, weight, bias) if isinstance(m, nn.Linear) else m._conv_forward(x, weight, bias)
-
-
-def vectorised(target: Target, deltas: dict[str, Tensor], args: tuple, targets) -> tuple[Tensor, object]:
-    """Per-point losses `[P]` and the centre's output, with all P points in one vmap.
-
-    Args:
-        deltas: parameter name -> perturbations `[P, *shape]`, row 0 all zeros (the centre).
-    """
+def vectorised(target: Target, draws: Draws, args: tuple, targets) -> tuple[Tensor, object]:
+    """Per-point losses `[y+1]` and the centre's output, with every point in one vmap."""
     module = target.module
     params = dict(module.named_parameters())
     modules = dict(module.named_modules())
-    points = next(iter(deltas.values())).shape[0]
-    state: dict = {}
-    overrides, substituted = {}, []
-    for s in target.selected:
-        m = modules[s.module_name]
-        if _branchable(m, s) and s.module_name not in target.no_branch:
-            overrides[s.module_name] = (m, params[s.name], deltas[s.name])
-        else:
-            substituted.append(s.name)
+    deltas = draws.stacked()
+    points = draws.samples + 1
+    branched = {
+        s.module_name: s
+        for s in target.selected
+        if _branchable(modules[s.module_name], s) and s.module_name not in target.no_branch
+    }
+    substituted = [s.name for s in target.selected if branched.get(s.module_name) is not s]  # biases, tied, ...
+    index: dict[str, Tensor] = {}  # the vmapped point index, for the hooks
+    called: set[str] = set()
 
-    def make_forward(name, m, weight, delta):
-        def forward(x):
-            i = state["i"]
-            state["ran"].add(name)
-            bias = m.bias  # the bias functional_call installed: perturbed when include_bias
-            if _is_batched(x):  # downstream of another perturbation: nothing to share
-                return _apply(m, x, weight + _row(delta, i), bias)
-            main = _apply(m, x, weight, bias)
-            # Linear: features last; Conv: channels at axis 1 (axis 0 for an input without a batch axis).
-            axis = -1 if isinstance(m, nn.Linear) else int(x.dim() == weight.dim())
-            branch = _apply(m, x, delta[1:].flatten(0, 1), None)  # one product for the y points: [.., y*out, ..]
-            branch = branch.unflatten(axis, (points - 1, weight.shape[0])).movedim(axis - 1 if axis < 0 else axis, 0)
-            branch = torch.cat([torch.zeros_like(branch[:1]), branch])
-            return main + _row(branch, i)
+    def add_branch(name: str, delta: Tensor):
+        def hook(m, inputs, out):
+            called.add(name)
+            x, i = inputs[0], index["i"]
+            if is_batched(x):  # downstream of another perturbation: nothing to share
+                return out + apply_weight(m, x, row(delta, i), None)
+            # Linear: features last; Conv: channels at axis 1 (axis 0 for an input without a batch axis)
+            axis = -1 if isinstance(m, nn.Linear) else int(x.dim() == delta.dim() - 1)
+            branch = apply_weight(m, x, delta[1:].flatten(0, 1), None)  # one product for the y points
+            branch = branch.unflatten(axis, (points - 1, delta.shape[1])).movedim(axis - 1 if axis < 0 else axis, 0)
+            return out + row(torch.cat([torch.zeros_like(branch[:1]), branch]), i)
 
-        return forward
+        return hook
 
-    bns = _tracking_batchnorms(module)
-    stats: list = []
+    batchnorm = BatchNormCentre(module)
 
     def point(i):
-        state["i"], state["ran"] = i, set()
-        stats.clear()
-        swapped = {target.prefix + n: params[n] + _row(deltas[n], i) for n in substituted}
+        index["i"] = i
+        batchnorm.seen.clear()
+        swapped = {target.prefix + n: params[n] + row(deltas[n], i) for n in substituted}
         out = functional_call(target.model, swapped, args, strict=False)
-        loss = _check_scalar(target.loss_fn(out, targets))
-        return loss, out, tuple(stats)
+        return scalar_loss(target.loss_fn, out, targets), out, tuple(batchnorm.seen)
 
-    for name, (m, weight, delta) in overrides.items():
-        m.forward = make_forward(name, m, weight, delta)
+    hooks = [modules[n].register_forward_hook(add_branch(n, deltas[s.name])) for n, s in branched.items()]
     try:
-        with _frozen_batchnorm(bns, stats):
-            losses, outs, recorded = vmap(point, randomness="different")(torch.arange(points, device=_device(module)))
+        with batchnorm.frozen(), batchnorm.recording():
+            losses, outs, stats = vmap(point, randomness="different")(torch.arange(points, device=_device(module)))
     finally:
-        for m, _, _ in overrides.values():
-            del m.forward
-    if set(overrides) - state["ran"]:
+        for h in hooks:
+            h.remove()
+    if set(branched) - called:
         # a smoothed weight was used without calling its module (a custom forward reads `.weight`):
-        # perturb it by substitution instead, and evaluate again
-        target.no_branch |= set(overrides) - state["ran"]
-        return vectorised(target, deltas, args, targets)
-    for bn, (mean, var) in zip(bns, recorded):
-        update_running_stats(bn, mean[0], var[0])
+        # substitute it instead, and evaluate again from the same draws
+        target.no_branch |= set(branched) - called
+        draws.restart()
+        return vectorised(target, draws, args, targets)
+    batchnorm.apply([(mean[0], var[0]) for mean, var in stats])
     return losses, tree_map(lambda t: t[0], outs)
 
 
-def sequential(
-    target: Target,
-    draw: Callable[[torch.Generator], dict[str, Tensor]],
-    generator: torch.Generator,
-    samples: int,
-    args: tuple,
-    targets,
-    weigh: Callable[[dict[str, Tensor]], Tensor] | None,
-    antithetic: bool = False,
-) -> tuple[Tensor, object, Tensor | None]:
-    """Per-point losses `[P]` and the centre's output, one point at a time.
-
-    Args:
-        draw: draws one point's perturbations (parameter name -> tensor) from a generator, advancing it.
-        generator: the generator the points are drawn from; left as if every point had been drawn from it.
-        weigh: the log-kernel of one point's perturbations; None for a flat kernel.
-        antithetic: points come in pairs (ΔW, -ΔW), one draw per pair.
-
-    Returns:
-        losses `[P]`, the centre's output, log-weights `[P - 1]` of the perturbed points (None without `weigh`).
-    """
+def sequential(target: Target, draws: Draws, args: tuple, targets) -> tuple[Tensor, object]:
+    """Per-point losses `[y+1]` and the centre's output, one point at a time under activation checkpointing."""
     module = target.module
     params = dict(module.named_parameters())
-    bn_buffers = [n for n, _ in module.named_buffers() if _in_batchnorm(module, n)]
-    if target.prefix:  # DDP: the centre runs through the wrapper, which prepares the gradient all-reduce
-        centre_out = target.model(*args)
-        losses = [_check_scalar(target.loss_fn(centre_out, targets))]
-    else:  # checkpointed too, so that no point's activations outlive its own backward
-        passes = []
+    batchnorm = BatchNormCentre(module)
 
-        def centre():
-            # the forward pass updates BatchNorm statistics; its recomputation in backward must not
-            state = {n: module.get_buffer(n).clone() for n in bn_buffers} if passes else {}
-            passes.append(True)
-            out = functional_call(module, state, args, strict=False)
-            return _check_scalar(target.loss_fn(out, targets)), out
+    def evaluate(a: int):
+        # runs in the forward pass and again in the backward pass (checkpointing): it draws, never stores
+        delta = {} if a == 0 else draws.point(a)
+        swapped = {n: d.add_(params[n]) for n, d in delta.items()}  # W + ΔW in the noise's own memory
+        with batchnorm.frozen():
+            out = functional_call(module, swapped, args, strict=False)
+        return scalar_loss(target.loss_fn, out, targets), out
 
-        centre_loss, centre_out = checkpoint(centre, use_reentrant=False)
-        losses = [centre_loss]
-    log_weights = []
-    signs = (1.0, -1.0) if antithetic else (1.0,)
-    for _ in range(samples // len(signs)):
-        start = generator.get_state()
-        end = []
-        for sign in signs:
-
-            def point(start=start, end=end, sign=sign):
-                g = torch.Generator(generator.device)
-                g.set_state(start)  # the backward pass redraws this point instead of storing it
-                delta = draw(g)
-                if sign < 0:
-                    delta = {n: d.neg_() for n, d in delta.items()}
-                if len(end) < len(signs):  # the forward pass, not the recomputation in backward
-                    if weigh is not None:
-                        log_weights.append(weigh(delta))
-                    end.append(g.get_state())
-                state = {n: d.add_(params[n]) for n, d in delta.items()}  # W + ΔW in the noise's own memory
-                state.update({n: module.get_buffer(n).clone() for n in bn_buffers})  # only the centre updates stats
-                out = functional_call(module, state, args, strict=False)
-                return _check_scalar(target.loss_fn(out, targets))
-
-            losses.append(checkpoint(point, use_reentrant=False))
-        generator.set_state(end[0])
-    return torch.stack(losses), centre_out, torch.stack(log_weights) if log_weights else None
-
-
-def _in_batchnorm(module: nn.Module, buffer_name: str) -> bool:
-    owner = module.get_submodule(buffer_name.rpartition(".")[0]) if "." in buffer_name else module
-    return isinstance(owner, _BatchNorm)
+    with batchnorm.recording() as seen:
+        if target.prefix:  # DDP: the centre runs through the wrapper, which prepares the gradient all-reduce
+            with batchnorm.frozen():
+                centre_out = target.model(*args)
+            losses = [scalar_loss(target.loss_fn, centre_out, targets)]
+        else:
+            centre_loss, centre_out = checkpoint(evaluate, 0, use_reentrant=False)
+            losses = [centre_loss]
+        centre_stats = list(seen)
+    for a in range(1, draws.samples + 1):
+        losses.append(checkpoint(lambda a=a: evaluate(a)[0], use_reentrant=False))
+    batchnorm.apply(centre_stats)
+    return torch.stack(losses), centre_out
 
 
 def _device(module: nn.Module) -> torch.device:

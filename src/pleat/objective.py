@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from pleat import engines
+from pleat._compat import tree_map
 from pleat.kernels import Box, Kernel
 from pleat.select import LayerSpec, describe, select
 
@@ -173,28 +174,8 @@ class PartialLocalEntropy:
             )
         return self.generator
 
-    def _draw_point(self, params: dict[str, Tensor], g: torch.Generator) -> dict[str, Tensor]:
-        return {s.name: self.kernel.sample_(torch.empty_like(params[s.name]), g) for s in self.selected}
-
     def _weigh(self, delta: dict[str, Tensor]) -> Tensor:
         return sum(self.kernel.log_weight(d) for d in delta.values())
-
-    def _draw_all(self, params: dict[str, Tensor], g: torch.Generator) -> dict[str, Tensor]:
-        """All points' perturbations `[y+1, *shape]` per parameter, row 0 zero; same order as the sequential engine."""
-        points = self.samples + 1
-        out = {
-            s.name: torch.empty((points, *s.shape), dtype=params[s.name].dtype, device=params[s.name].device)
-            for s in self.selected
-        }
-        for d in out.values():
-            d[0].zero_()
-        step = 2 if self.antithetic else 1
-        for a in range(1, points, step):
-            for d in out.values():
-                self.kernel.sample_(d[a], g)
-                if self.antithetic:
-                    torch.neg(d[a], out=d[a + 1])
-        return out
 
     def _choose_engine(self, params: dict[str, Tensor]) -> str:
         if self.engine != "auto":
@@ -215,9 +196,8 @@ class PartialLocalEntropy:
                     f"inputs are on {a.device} but the model is on {device}; move them with .to({str(device)!r})"
                 )
         g = self._generator(device)
-        saved = {
-            n: b.clone() for n, b in self.target.module.named_buffers() if engines._in_batchnorm(self.target.module, n)
-        }
+        buffers = [b for bn in engines.BatchNormCentre(self.target.module).bns for b in bn.buffers()]
+        saved = [b.clone() for b in buffers]
         reduced = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) in (
             torch.float16,
             torch.bfloat16,
@@ -226,25 +206,23 @@ class PartialLocalEntropy:
             loss, losses, log_weights, out = self._evaluate(params, g, args, targets)
         except BaseException:
             with torch.no_grad():  # a failed call leaves no trace, not even in BatchNorm statistics
-                for n, b in self.target.module.named_buffers():
-                    if n in saved:
-                        b.copy_(saved[n])
+                for b, value in zip(buffers, saved):
+                    b.copy_(value)
             raise
         self.last = self._summarise(loss, losses, log_weights, out, reduced)
         return loss
 
     def _evaluate(self, params, g, args, targets):
-        if self.samples == 0 or self.kernel.variance == 0:
-            # no perturbation: exactly the plain loss
+        if self.samples == 0 or self.kernel.variance == 0:  # no perturbation: exactly the plain loss
             out = self.model(*args)
-            loss = engines._check_scalar(self.target.loss_fn(out, targets))
+            loss = engines.scalar_loss(self.target.loss_fn, out, targets)
             return loss, loss.unsqueeze(0), torch.zeros(1, dtype=loss.dtype, device=loss.device), out
-        losses = None
-        if self._choose_engine(params) == "vectorised":
-            state = g.get_state()
-            deltas = self._draw_all(params, g)
+        names = [s.name for s in self.selected]
+        draws = engines.Draws(self.kernel.sample_, params, names, self.samples, g, self.antithetic)
+        engine = self._choose_engine(params)
+        if engine == "vectorised":
             try:
-                losses, out = engines.vectorised(self.target, deltas, args, targets)
+                losses, out = engines.vectorised(self.target, draws, args, targets)
             except RuntimeError as e:
                 if self.engine != "auto" or not _is_vmap_error(e):
                     raise
@@ -254,24 +232,13 @@ class PartialLocalEntropy:
                     stacklevel=3,
                 )
                 self._fallback = True  # `engine` stays what the user asked for
-                g.set_state(state)
-            else:
-                lw = None
-                if not self.kernel.flat:
-                    lw = torch.stack([self._weigh({n: d[a] for n, d in deltas.items()}) for a in range(1, len(losses))])
-        if losses is None:
-            losses, out, lw = engines.sequential(
-                self.target,
-                lambda gen: self._draw_point(params, gen),
-                g,
-                self.samples,
-                args,
-                targets,
-                None if self.kernel.flat else self._weigh,
-                self.antithetic,
-            )
-        # log-kernel per point: 0 for the centre, and for every point of a flat kernel
-        log_weights = torch.zeros_like(losses) if lw is None else torch.cat([lw.new_zeros(1), lw])
+                draws.restart()
+                engine = "sequential"
+        if engine == "sequential":
+            losses, out = engines.sequential(self.target, draws, args, targets)
+        log_weights = torch.zeros_like(losses)  # log-kernel per point: 0 for the centre and for flat kernels
+        if not self.kernel.flat:
+            log_weights[1:] = torch.stack([self._weigh(draws.point(a)) for a in range(1, self.samples + 1)])
         return aggregate(self.kind, losses, log_weights, self.beta), losses, log_weights, out
 
     def _summarise(self, loss: Tensor, losses: Tensor, log_weights: Tensor, out, reduced: bool) -> Last:
@@ -285,7 +252,7 @@ class PartialLocalEntropy:
             n = units.shape[0]
             if n > 1:
                 curvature_se = units.std() / math.sqrt(n) / _c4(n) / scale
-        output = torch.utils._pytree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, out)
+        output = tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, out)
         return Last(loss.detach(), losses[0], output, losses, log_weights.detach(), curvature, curvature_se)
 
 

@@ -16,11 +16,16 @@ LayerSpec = int | str | type | Callable[[str, nn.Module], bool]
 
 @dataclass(frozen=True)
 class Selected:
-    """One smoothed parameter: `name` in `model.named_parameters()`, owned by module `module_name`."""
+    """One smoothed parameter: `name` in `model.named_parameters()`, owned by module `module_name`.
+
+    A weight shared between modules (tied) is one parameter: `name` is its first name in `named_parameters()`,
+    `module_name` its owner there, and `aliases` its other names; it is perturbed identically at every use.
+    """
 
     name: str
     module_name: str
     shape: tuple[int, ...]
+    aliases: tuple[str, ...] = ()
 
     @property
     def numel(self) -> int:
@@ -118,13 +123,18 @@ def select(
             names += [h for h in hits if h not in names]
     modules = dict(model.named_modules())
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
-    chosen = []
+    names_of: dict[int, list[str]] = {}  # every name of each parameter tensor, first one canonical
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        names_of.setdefault(id(p), []).append(pname)
+    chosen, seen = [], set()
     for mname in sorted(names, key=order.__getitem__):
         m = modules[mname]
         for pname in ("weight", "bias") if include_bias else ("weight",):
             p = m._parameters.get(pname)
-            if isinstance(p, nn.Parameter):
-                chosen.append(Selected(f"{mname}.{pname}" if mname else pname, mname, tuple(p.shape)))
+            if isinstance(p, nn.Parameter) and id(p) not in seen:
+                seen.add(id(p))
+                canonical, *aliases = names_of[id(p)]
+                chosen.append(Selected(canonical, canonical.rpartition(".")[0], tuple(p.shape), tuple(aliases)))
     if not chosen:
         raise ValueError(f"{type(model).__name__} has no weight layer to smooth or probe; {available(model)}")
     return chosen
@@ -134,6 +144,8 @@ def describe(selected: list[Selected]) -> str:
     """A table of the smoothed parameters: name, shape, count."""
     width = max([len(s.name) for s in selected] + [9])
     lines = [f"{'parameter':<{width}}  {'shape':<18} {'count':>10}"]
-    lines += [f"{s.name:<{width}}  {str(s.shape):<18} {s.numel:>10,}" for s in selected]
+    for s in selected:
+        tied = f"  (tied: also {', '.join(s.aliases)})" if s.aliases else ""
+        lines.append(f"{s.name:<{width}}  {str(s.shape):<18} {s.numel:>10,}{tied}")
     lines.append(f"{'total':<{width}}  {'':<18} {sum(s.numel for s in selected):>10,}")
     return "\n".join(lines)
