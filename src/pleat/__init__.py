@@ -1,7 +1,7 @@
 """pleat: partial local entropy, layer by layer (Musso, arXiv 2007.09091)."""
 
 from pleat.flatness import FlatnessProfile, flatness_profile, hutchinson_traces
-from pleat.kernels import Box, Gaussian, soft_box_distance
+from pleat.kernels import Box, Gaussian, Kernel, soft_box_distance
 from pleat.objective import Last, PartialLocalEntropy, aggregate
 from pleat.regimes import Regimes, regimes
 from pleat.select import select, weight_layers
@@ -13,6 +13,7 @@ __all__ = [
     "Box",
     "FlatnessProfile",
     "Gaussian",
+    "Kernel",
     "Last",
     "LayerTemperature",
     "PartialLocalEntropy",

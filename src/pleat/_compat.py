@@ -24,7 +24,7 @@ def row(stacked: Tensor, i: Tensor) -> Tensor:
 
     Zero-copy through functorch's `_add_batch_dim` and `maybe_get_level`; the fallback indexes, which copies.
     """
-    if hasattr(_functorch, "_add_batch_dim") and hasattr(_functorch, "maybe_get_level"):
+    if _functorch is not None and hasattr(_functorch, "_add_batch_dim") and hasattr(_functorch, "maybe_get_level"):
         return _functorch._add_batch_dim(stacked, 0, _functorch.maybe_get_level(i))
     return stacked[i]
 
@@ -34,7 +34,7 @@ def apply_weight(m: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | None) -
     stride, padding, dilation and padding mode through the private `_conv_forward`)."""
     if isinstance(m, nn.Linear):
         return F.linear(x, weight, bias)
-    return m._conv_forward(x, weight, bias)
+    return m._conv_forward(x, weight, bias)  # type: ignore[operator]
 
 
 def tree_map(fn, tree):

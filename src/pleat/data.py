@@ -216,10 +216,11 @@ def load(
     """
     root = data_root(root or "")
     path = ensure(name, root, download=download, verify=verify)
-    parts = []
+    splits = []
     for split, limit in (("train", train_subset), ("test", test_subset)):
         x, y = _read(name, path, split)
         if limit:
             x, y = x[:limit], y[:limit]
-        parts += [x.to(device).float().div_(255), y.to(device)]
-    return Dataset(name, *parts)
+        splits.append((x.to(device).float().div_(255), y.to(device)))
+    (x_train, y_train), (x_test, y_test) = splits
+    return Dataset(name, x_train, y_train, x_test, y_test)

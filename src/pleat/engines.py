@@ -163,10 +163,12 @@ class BatchNormCentre:
     def apply(self, stats: list[tuple[Tensor, Tensor]]) -> None:
         """One training step's update of the running statistics from the centre's `stats`, as F.batch_norm does."""
         for bn, (mean, var) in zip(self.bns, stats):
-            bn.num_batches_tracked.add_(1)
-            f = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-            bn.running_mean.mul_(1 - f).add_(mean.to(bn.running_mean.dtype), alpha=f)
-            bn.running_var.mul_(1 - f).add_(var.to(bn.running_var.dtype), alpha=f)
+            count, running_mean, running_var = bn.num_batches_tracked, bn.running_mean, bn.running_var
+            assert count is not None and running_mean is not None and running_var is not None  # tracking BNs only
+            count.add_(1)
+            f = 1.0 / float(count) if bn.momentum is None else bn.momentum
+            running_mean.mul_(1 - f).add_(mean.to(running_mean.dtype), alpha=f)
+            running_var.mul_(1 - f).add_(var.to(running_var.dtype), alpha=f)
 
 
 def _branchable(m: nn.Module, s: Selected) -> bool:

@@ -104,7 +104,7 @@ def flatness_profile(
     loss_fn: Callable[..., Tensor],
     data,
     *,
-    layers: Iterable[LayerSpec | list] | None = None,
+    layers: Iterable[LayerSpec | list | None] | None = None,
     radii: Iterable[float],
     samples: int = 8,
     repeats: int = 1,
@@ -137,7 +137,7 @@ def flatness_profile(
         raise ValueError(f"samples must be >= 2 to give a standard error (even with antithetic pairs), got {samples}")
     batches = _batches(data)
     if layers is None:
-        layers = [[i] for i in range(1, len(select(model, None)) + 1)] + [None]
+        layers = [*([i] for i in range(1, len(select(model, None)) + 1)), None]
     subsets = [(select(model, spec), spec) for spec in layers]
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     was_training = model.training
@@ -164,8 +164,10 @@ def flatness_profile(
                     for inputs, targets in batches:
                         for _ in range(repeats):
                             obj(inputs, targets)
-                            rise = obj.last.losses[1:] - obj.last.losses[0]
-                            rises.append(rise.view(-1, 2).mean(1) if antithetic else rise)
+                            last = obj.last
+                            assert last is not None
+                            points = last.losses[1:] - last.losses[0]
+                            rises.append(points.view(-1, 2).mean(1) if antithetic else points)
                     rise, se = _mean_se(torch.cat(rises).tolist())
                     predicted = None
                     if trace:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -177,4 +178,24 @@ class Gaussian:
         return torch.zeros((), dtype=delta.dtype, device=delta.device)
 
 
-Kernel = Box | Gaussian
+@runtime_checkable
+class Kernel(Protocol):
+    """What a kernel gives the objective; `Box` and `Gaussian` are two, and a user's own class works alike.
+
+    - `sample_(out, generator)`: fill `out` with one perturbation of a parameter, in place, drawing only from
+      `generator` (the same state must give the same draw: the sequential engine redraws points in backward);
+    - `log_weight(delta)`: the log-kernel -d(ΔW) of one parameter's perturbation, a 0-d tensor (not called when
+      `flat`);
+    - `variance`: the per-coordinate variance of the draws (the curvature estimate divides by it; 0: no smoothing);
+    - `flat`: True when every point has weight one.
+    """
+
+    @property
+    def variance(self) -> float: ...
+
+    @property
+    def flat(self) -> bool: ...
+
+    def sample_(self, out: Tensor, generator: torch.Generator | None) -> Tensor: ...
+
+    def log_weight(self, delta: Tensor) -> Tensor: ...

@@ -20,8 +20,9 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 def _kaiming_(model: nn.Module, activation: str) -> nn.Module:
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
-            nn.init.kaiming_normal_(m.weight, nonlinearity=activation)
-            nn.init.zeros_(m.bias)
+            nn.init.kaiming_normal_(m.weight, nonlinearity=activation)  # type: ignore[arg-type]  # relu | tanh
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
     return model
 
 

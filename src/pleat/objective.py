@@ -127,6 +127,11 @@ class PartialLocalEntropy:
             kernel = Box(radius, sharpness)
         elif radius is not None or not math.isinf(sharpness):
             raise ValueError("give either kernel= or radius=/sharpness=, not both")
+        elif not isinstance(kernel, Kernel):
+            raise TypeError(
+                f"kernel {kernel!r} lacks the Kernel protocol: sample_(out, generator), log_weight(delta), "
+                "variance and flat (see pleat.Kernel)"
+            )
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
             raise ValueError(f"samples must be an integer >= 0 (the paper uses 4), got {samples!r}")
         if kind not in KINDS:
@@ -155,6 +160,30 @@ class PartialLocalEntropy:
         self.last: Last | None = None
         self._fallback = False  # auto fell back to the sequential engine after vmap failed
 
+    def __repr__(self) -> str:
+        extra = "".join(
+            f", {k}={v!r}"
+            for k, v, default in (("beta", self.beta, 1.0), ("antithetic", self.antithetic, False))
+            if v != default
+        )
+        layers = ", ".join(s.name for s in self.selected)
+        return (
+            f"PartialLocalEntropy(kind={self.kind!r}, layers=[{layers}], samples={self.samples}, "
+            f"kernel={self.kernel!r}, engine={self.engine!r}{extra})"
+        )
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to draw the same perturbations: the generator's state (a CPU tensor)."""
+        return {"generator": self._generator(self._device()).get_state(), "fallback": self._fallback}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()`: the next call draws what the saved objective's next call would have."""
+        self._generator(self._device()).set_state(state["generator"].cpu())
+        self._fallback = bool(state.get("fallback", False))
+
+    def _device(self) -> torch.device:
+        return self.target.module.get_parameter(self.selected[0].name).device
+
     def describe(self) -> str:
         """The resolved subset U: parameter names, shapes and counts, and how points are drawn."""
         if self.samples == 0 or self.kernel.variance == 0:
@@ -175,7 +204,7 @@ class PartialLocalEntropy:
         return self.generator
 
     def _weigh(self, delta: dict[str, Tensor]) -> Tensor:
-        return sum(self.kernel.log_weight(d) for d in delta.values())
+        return torch.stack([self.kernel.log_weight(d) for d in delta.values()]).sum()
 
     def _choose_engine(self, params: dict[str, Tensor]) -> str:
         if self.engine != "auto":

@@ -63,7 +63,7 @@ class Regimes:
                 f"RSS common {self.rss_common:.4g} vs independent {self.rss_independent:.4g}, "
                 f"BIC favours common by {self.delta_bic:.1f}"
             )
-            if self.alpha < 1.5 * ALPHA_RANGE[0]:
+            if self.alpha is not None and self.alpha < 1.5 * ALPHA_RANGE[0]:
                 rows.append("alpha sits at its lower bound: the common decay is closer to a power law")
         return "\n".join(rows)
 

@@ -50,7 +50,7 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def available(model: nn.Module) -> str:
     """A readable list of the selectable layers, for error messages."""
     rows = [
-        f"  {i}: {name} ({type(m).__name__}, weight {tuple(m.weight.shape)})"
+        f"  {i}: {name} ({type(m).__name__}, weight {tuple(m.get_parameter('weight').shape)})"
         for i, (name, m) in enumerate(weight_layers(model), start=1)
     ]
     return "available weight layers (index: name):\n" + ("\n".join(rows) or "  (none)")
@@ -87,7 +87,8 @@ def _match(model: nn.Module, spec: LayerSpec) -> list[str]:
     if isinstance(spec, type) and issubclass(spec, nn.Module):
         return [n for n, m in modules.items() if isinstance(m, spec) and _owns_weight(m)]
     if callable(spec):
-        return [n for n, m in modules.items() if _owns_weight(m) and spec(n, m)]
+        chosen: Callable[[str, nn.Module], bool] = spec  # type: ignore[assignment]  # a type is callable too
+        return [n for n, m in modules.items() if _owns_weight(m) and chosen(n, m)]
     raise TypeError(
         f"layers entry {spec!r} of type {type(spec).__name__} is not understood; give a 1-based index, a module name, "
         "a glob pattern, a module type or a callable (name, module) -> bool"

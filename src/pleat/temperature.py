@@ -59,7 +59,7 @@ class LayerTemperature:
         if scale is not None:
             s = s / scale
         self.count += 1
-        if self._mean is None:
+        if self._mean is None or self._m2 is None:
             self._mean, self._m2 = s.clone(), torch.zeros_like(s)
         else:  # Welford: stable running mean and sum of squared deviations
             delta = s - self._mean
@@ -69,7 +69,7 @@ class LayerTemperature:
 
     def epoch(self) -> dict[str, tuple[float, float]]:
         """Close the window: {layer name: (mean of s_I, std of s_I across its minibatches)}; one host sync."""
-        if self.count == 0:
+        if self.count == 0 or self._mean is None or self._m2 is None:
             raise RuntimeError("no step recorded since the last epoch(): call probe.step() after each backward")
         mean = self._mean.tolist()
         std = (self._m2 / self.count).sqrt().tolist()

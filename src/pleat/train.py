@@ -190,7 +190,7 @@ def _train(config: Config, store: RunStore, device: torch.device) -> dict:
 
 def _optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     """SGD with the config's learning rate, momentum (no Nesterov) and weight decay; wrapped in SAM for kind sam."""
-    sgd = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=False)
+    sgd: dict = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=False)
     if config.kind != "sam":
         return torch.optim.SGD(model.parameters(), **sgd)
     try:

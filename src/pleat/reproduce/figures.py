@@ -25,8 +25,8 @@ def subset_name(layers) -> str:
 
 def rgb(layers) -> tuple[float, float, float]:
     """Figure 4 right's colour code: red = layer 1, green = 2, blue = 3; all three is grey, not white."""
-    c = tuple(0.85 if i in layers else 0.0 for i in (1, 2, 3))
-    return (0.45, 0.45, 0.45) if all(c) else c
+    r, g, b = (0.85 if i in layers else 0.0 for i in (1, 2, 3))
+    return (0.45, 0.45, 0.45) if r and g and b else (r, g, b)
 
 
 def _series(table, keys: list[str]):
@@ -74,9 +74,9 @@ def accuracy_vs_radius(table, spec, budget: str):
             ax.plot(r, m, "o-", color=colour, label=label)
             ax.fill_between(r, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=colour, alpha=0.15)
         for k, (label, _, rows) in enumerate(_series(references, ["arm"] + _varying(references, ["weight_decay"]))):
-            m, s = _mean_std(rows[metric])
-            ax.axhline(m, color="black", ls=["--", ":", "-."][k % 3], lw=1, label=f"{label} (mean ± std)")
-            ax.axhspan(m - s, m + s, color="black", alpha=0.08)
+            level, spread = _mean_std(rows[metric])
+            ax.axhline(level, color="black", ls=["--", ":", "-."][k % 3], lw=1, label=f"{label} (mean ± std)")
+            ax.axhspan(level - spread, level + spread, color="black", alpha=0.08)
         ax.set_xscale("log")
         ax.set_xlabel("radius R (half-side of the box, per weight)")
         ax.set_ylabel(f"{name} test accuracy")
@@ -131,18 +131,17 @@ def temperature(table, spec, budget: str):
         if length < 2:
             ax.set_title(f"{label}: no probe windows (probe_every = 0)")
             continue
-        history = []
-        for i in range(length):
-            layers = hidden_layers(runs[0][i]["temperature"])
-            history.append(
-                {
-                    name: tuple(
-                        math.exp(sum(math.log(max(run[i]["temperature"][name][j], 1e-300)) for run in runs) / len(runs))
-                        for j in (0, 1)
-                    )
-                    for name in layers
-                }
-            )
+
+        def geometric_mean(i: int, name: str, j: int) -> float:
+            return math.exp(sum(math.log(max(run[i]["temperature"][name][j], 1e-300)) for run in runs) / len(runs))
+
+        history = [
+            {
+                name: (geometric_mean(i, name, 0), geometric_mean(i, name, 1))
+                for name in hidden_layers(runs[0][i]["temperature"])
+            }
+            for i in range(length)
+        ]
         steps = [w["step"] for w in runs[0][:length]]
         try:
             found = regimes(history, times=steps)

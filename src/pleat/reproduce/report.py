@@ -28,8 +28,9 @@ img { max-width: 100%; }
 code { font-size: 0.9em; }
 """
 
-_IDENTITY = ("dataset", "model", "activation", "kind", "layers", "radius", "samples", "sharpness", "lr", "momentum")
-_IDENTITY += ("batch_size", "epochs", "weight_decay", "train_subset", "test_subset", "probe_every", "dtype")
+_IDENTITY: tuple[str, ...] = ("dataset", "model", "activation", "kind", "layers", "radius", "samples", "sharpness")
+_IDENTITY += ("lr", "momentum", "batch_size", "epochs", "weight_decay", "train_subset", "test_subset", "probe_every")
+_IDENTITY += ("probe_gradient", "dtype")
 
 
 def _image(fig_path: Path) -> str:
@@ -45,7 +46,7 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _table(header: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
+def _table(header: list[str], rows: list[list], classes: list[str] | None = None) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = []
     for i, row in enumerate(rows):
@@ -90,7 +91,7 @@ def _common_html(table) -> str:
 
 
 def _environment_html(store: Path, table) -> str:
-    seen = {}
+    seen: dict[tuple, int] = {}
     for run in table["run"]:
         path = store / run / "environment.json"
         if path.exists():
@@ -121,7 +122,7 @@ def _section(folder: Path, figure_dir: Path) -> tuple[str, list[claims_.Verdict]
         varying = [k for k in _IDENTITY if table[k].astype(str).nunique() > 1]
         table["arm"] = [" ".join(f"{k}={_fmt(r[k])}" for k in varying) or r["kind"] for _, r in table.iterrows()]
         spec = Spec(folder.name, title, "curves", (), {}, (), {})
-    figure = draw(table, spec, budget, figure_dir / f"{spec.name}.png")
+    figure = draw(table, spec, budget or "", figure_dir / f"{spec.name}.png")
     parts.append(_image(figure))
     verdicts = claims_.judge(table, spec)
     if verdicts:

@@ -78,7 +78,7 @@ class Progress:
         running = min(self.workers, self.total - self.done)
         left = self.total - self.done - running
         status = f"running {running}, left {left}, ETA {_duration(self.eta())}"
-        if error:
+        if error or result is None:
             line = f"FAILED {what}: {error}"
         else:
             line = f"{what}: best {result['best_test_accuracy']:.4f} final {result['final_test_accuracy']:.4f}"
@@ -185,7 +185,7 @@ def results_table(out: str | Path, spec: Spec | None = None, budget: str | None 
 
     store = store_dir(out)
     arms = {}
-    if spec is not None:
+    if spec is not None and budget is not None:
         arms = {r.config.key(): r.arm for r in expand(spec, budget, _sweep_seeds(out), out_dir=str(store))}
     rows = []
     for result_path in sorted(store.glob("*/result.json")):
