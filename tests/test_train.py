@@ -63,27 +63,37 @@ def test_short_run_learns_and_writes_the_store(tmp_path):
     assert table.loc[0, "best_test_accuracy"] == result["best_test_accuracy"]
 
 
+KILLABLE = """
+import json, sys, time
+from pleat import store, train
+from pleat.config import Config
+
+append = store.RunStore.append_metrics
+
+def announce(self, record):  # after each epoch's metrics line: say so, and hang at the chosen epoch
+    append(self, record)
+    print(record["epoch"], flush=True)
+    if record["epoch"] == int(sys.argv[2]):
+        time.sleep(3600)  # killed here: after the metrics line, before its checkpoint
+
+store.RunStore.append_metrics = announce
+train.train(Config.from_dict(json.loads(sys.argv[1])))
+"""
+
+
 @needs_data
 def test_kill_9_then_resume_gives_the_same_numbers(tmp_path):
-    settings = dict(epochs=8, train_subset=3000, test_subset=500)
+    settings = dict(epochs=4, train_subset=1000, test_subset=300)
     reference = train(quick(tmp_path / "whole", **settings))
     config = quick(tmp_path / "killed", **settings)
     store = RunStore(config)
-    args = [f"--set={k}={json.dumps(v)}" for k, v in config.to_dict().items() if k != "sharpness"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pleat.cli", "train", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not (store.dir / "metrics.jsonl").exists():
-        time.sleep(0.01)
-    while time.time() < deadline and len((store.dir / "metrics.jsonl").read_text().splitlines()) < 2:
-        time.sleep(0.01)
+    values = json.dumps({k: v for k, v in config.to_dict().items() if k != "sharpness"})
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, values, "2"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "1" and proc.stdout.readline().strip() == "2"  # events, not timers
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not store.finished, "the run ended before it could be killed"
-    done = len(store.metrics())
-    assert 2 <= done < 8
-    resumed = train(config)
+    assert not store.finished and len(store.metrics()) == 2 and store.checkpoint_epoch() == 1
+    resumed = train(config)  # from epoch 1's checkpoint: the orphan epoch-2 line is dropped and redone
     assert strip(store.metrics()) == strip(RunStore(quick(tmp_path / "whole", **settings)).metrics())
     assert resumed["final_test_accuracy"] == reference["final_test_accuracy"]
 
