@@ -4,9 +4,10 @@ Run:  python benchmarks/objective.py                 # CPU, the table in the REA
       python benchmarks/objective.py --device cuda   # on a GPU
       python benchmarks/objective.py --quick         # fewer repeats, MLP only
 
-One training step = zero_grad, loss, backward, SGD-with-momentum step. Every mode is timed round-robin in one
-process (the machine is shared and noisy: ratios hold, absolute times do not); the median step time of each mode is
-divided by plain training's. "naive" perturbs the weights in place and runs one forward and backward per point (what
+One training step = zero_grad, loss, backward, SGD-with-momentum step. "floor" is the vectorised step with its
+noise copied from a bank drawn beforehand: what the step would cost with free random numbers. Every mode is timed
+round-robin in one process (the machine is shared and noisy: ratios hold, absolute times do not); the median step
+time of each mode is divided by plain training's. "naive" perturbs the weights in place and runs one forward and backward per point (what
 SAM-style wrappers do). Extra peak memory: on CUDA the allocator's peak, on the CPU the peak of live malloc memory
 (glibc's mallinfo2, sampled) in a fresh process running that mode alone; both minus what was held before the first
 step, so they include gradients and momentum buffers.
@@ -35,8 +36,27 @@ CASES = {  # name: (model factory, input shape, batch, smoothed layers)
     "cnn head I": (cnn_cifar10, (3, 32, 32), 256, ["head1"]),
     "cnn head II": (cnn_cifar10, (3, 32, 32), 256, ["head2"]),
 }
-MODES = ("plain", "naive", "vectorised", "sequential")
+MODES = ("plain", "naive", "vectorised", "sequential", "floor")
 SAMPLES, RADIUS = 4, 0.01
+
+
+class PreDrawn:
+    """A kernel that copies noise drawn once beforehand: the vectorised step without its RNG, the floor."""
+
+    flat = True
+    variance = RADIUS**2 / 3
+
+    def __init__(self, model, layers, device):
+        self.bank = {
+            tuple(p.shape): torch.empty_like(p).uniform_(-RADIUS, RADIUS)
+            for p in (model.get_parameter(s.name) for s in pleat.select(model, layers))
+        }
+
+    def sample_(self, out, generator):
+        return out.copy_(self.bank[tuple(out.shape)])
+
+    def log_weight(self, delta):
+        return delta.new_zeros(())
 
 
 def make_step(case: str, mode: str, device: str):
@@ -48,9 +68,11 @@ def make_step(case: str, mode: str, device: str):
     x = torch.randn(batch, *shape, device=device)
     t = torch.randint(0, 10, (batch,), device=device)
     g = torch.Generator(device).manual_seed(0)
-    if mode in ("vectorised", "sequential"):
+    if mode in ("vectorised", "sequential", "floor"):
+        kernel = PreDrawn(model, layers, device) if mode == "floor" else pleat.Box(RADIUS)
+        engine = "vectorised" if mode == "floor" else mode
         obj = pleat.PartialLocalEntropy(
-            model, F.cross_entropy, layers=layers, radius=RADIUS, samples=SAMPLES, generator=g, engine=mode
+            model, F.cross_entropy, layers=layers, kernel=kernel, samples=SAMPLES, generator=g, engine=engine
         )
 
         def loss_backward():
@@ -173,14 +195,15 @@ def main() -> None:
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"pleat objective benchmark on {name}, torch {torch.__version__}; y = {SAMPLES}, batch 256, float32")
     print(
-        f"{'case':<12} {'plain ms':>9} {'naive':>7} {'vectorised':>11} {'sequential':>11}   "
+        f"{'case':<12} {'plain ms':>9} {'naive':>7} {'vectorised':>11} {'sequential':>11} {'floor (no RNG)':>15}   "
         f"{'extra peak MiB: plain':>22} {'naive':>6} {'vect.':>6} {'seq.':>6}"
     )
     for case in cases:
         repeats = args.repeats or (5 if case.startswith("cnn") else 3 if args.quick else 15)
         t = time_case(case, args.device, repeats)
         ratios = "".join(
-            f"{t[m] / t['plain']:>{w}.2f}x" for m, w in (("naive", 6), ("vectorised", 10), ("sequential", 10))
+            f"{t[m] / t['plain']:>{w}.2f}x"
+            for m, w in (("naive", 6), ("vectorised", 10), ("sequential", 10), ("floor", 14))
         )
         mem = (
             ""
