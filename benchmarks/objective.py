@@ -5,12 +5,12 @@ Run:  python benchmarks/objective.py                 # CPU, the table in the REA
       python benchmarks/objective.py --quick         # fewer repeats, MLP only
 
 One training step = zero_grad, loss, backward, SGD-with-momentum step. "floor" is the vectorised step with its noise
-copied from a bank drawn beforehand: what the step would cost with free random numbers. Every mode is timed round-
-robin in one process (the machine is shared and noisy: ratios hold, absolute times do not); the median step time of
-each mode is divided by plain training's. "naive" perturbs the weights in place and runs one forward and backward
-per point (what SAM-style wrappers do). Extra peak memory: on CUDA the allocator's peak, on the CPU the peak of live
-malloc memory (glibc's mallinfo2, sampled) in a fresh process running that mode alone; both minus what was held
-before the first step, so they include gradients and momentum buffers.
+copied from a bank drawn beforehand: what the step would cost with free random numbers. Every mode is timed
+round-robin in one process (the machine is shared and noisy: ratios hold, absolute times do not); the median step
+time of each mode is divided by plain training's. "naive" perturbs the weights in place and runs one forward and
+backward per point (what SAM-style wrappers do). Extra peak memory: on CUDA the allocator's peak, on the CPU the
+peak of live malloc memory (glibc's mallinfo2, sampled) in a fresh process running that mode alone; both minus what
+was held before the first step, so they include gradients and momentum buffers.
 """
 
 from __future__ import annotations
