@@ -407,3 +407,13 @@ def test_ctrl_c_prints_one_line_and_how_to_resume(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "Traceback" not in err and "stops at its last checkpoint" in err and "run the same command again" in err
+
+
+def test_keys_added_later_keep_existing_runs_identity():
+    from pleat.config import ADDED_KEYS
+
+    base = Config()
+    assert base.key() == "497b5697780ef776"  # the identity of the default config, as pleat 0.1.0 stored it
+    for key, default in ADDED_KEYS.items():
+        assert getattr(base, key) == default
+    assert Config(probe_every=5).key() != base.key()

@@ -21,6 +21,9 @@ KINDS = ("none", "pla", "plea", "sam", "noise")
 DTYPES = ("float32", "float64", "bfloat16")
 # keys that say where and how to run, not what to compute: they do not enter the run's identity
 NOT_HASHED = ("data_dir", "out_dir", "device", "engine", "tensorboard", "progress")
+# keys added after 0.1.0 enter the identity only when they differ from their default, so that adding a key never
+# changes the identity of the runs a store already holds (a new key must default to the old behaviour)
+ADDED_KEYS = {"probe_every": 0, "probe_gradient": "objective"}
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,9 @@ class Config:
 
     def key(self) -> str:
         """The run's identity: a hash of every key that changes what is computed."""
-        identity = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
+        identity = {
+            k: v for k, v in self.to_dict().items() if k not in NOT_HASHED and ADDED_KEYS.get(k, object()) != v
+        }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:

@@ -32,8 +32,7 @@ def rgb(layers) -> tuple[float, float, float]:
 def _series(table, keys: list[str]):
     """(label, rows) for each combination of `keys`, in the table's order."""
     out = []
-    for values, rows in table.groupby(keys, sort=False, dropna=False):
-        values = values if len(keys) > 1 else (values,)
+    for values, rows in table.groupby(keys, sort=False, dropna=False):  # a list of keys: tuples of values
         parts = []
         for k, v in zip(keys, values):
             if k == "arm":

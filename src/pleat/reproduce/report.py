@@ -71,8 +71,7 @@ def _groups_html(table) -> str:
     """Runs grouped by the config keys that differ (besides seed): mean ± std of best and final accuracy."""
     keys = [k for k in ("arm", *_IDENTITY) if k in table and table[k].astype(str).nunique() > 1] or ["arm"]
     rows = []
-    for values, group in table.groupby(keys, sort=False, dropna=False):
-        values = values if len(keys) > 1 else (values,)
+    for values, group in table.groupby(keys, sort=False, dropna=False):  # a list of keys: tuples of values
         best, final = group["best_test_accuracy"], group["final_test_accuracy"]
         rows.append(
             [
