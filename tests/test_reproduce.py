@@ -138,6 +138,7 @@ def test_dry_run_lists_the_runs_and_trains_nothing(tmp_path, capsys, tiny):
 
 
 @needs_data
+@pytest.mark.slow
 def test_fig3_smoke_end_to_end_with_figure_report_and_nothing_rerun(tmp_path, capsys):
     out = tmp_path / "fig3"
     args = ["reproduce", "fig3", "--budget", "smoke", "--out", str(out), "--data-dir", str(SHARED), "--workers", "2"]
@@ -157,6 +158,7 @@ def test_fig3_smoke_end_to_end_with_figure_report_and_nothing_rerun(tmp_path, ca
 
 
 @needs_data
+@pytest.mark.slow
 def test_report_opens_in_headless_chromium(tmp_path, tiny):
     out = tmp_path / "tiny"
     reproduce(tiny, budget="smoke", out=out, data_dir=str(SHARED), seeds=1)
@@ -194,6 +196,7 @@ def test_report_of_a_plain_run_store(tmp_path, capsys):
 
 
 @needs_data
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun_finishes_only_what_is_missing(tmp_path, tiny):
     out = tmp_path / "tiny"
     command = [

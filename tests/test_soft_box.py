@@ -104,6 +104,7 @@ def test_kernel_mode_matches_quadrature_of_eq14_and_eq19(kind, k):
     assert abs(value - expected) < 4 * se
 
 
+@pytest.mark.slow
 def test_soft_box_smooths_a_real_layer_where_importance_weights_vanish():
     """The paper MLP's 784x784 layer at R = 0.01: the kernel mode's loss rise is the hard box's, scaled by the
     variances; the importance-weighted mode gives every perturbed point a weight of about zero."""

@@ -82,6 +82,7 @@ train.train(Config.from_dict(json.loads(sys.argv[1])))
 
 
 @needs_data
+@pytest.mark.slow
 def test_kill_9_then_resume_gives_the_same_numbers(tmp_path):
     settings = dict(epochs=4, train_subset=1000, test_subset=300)
     reference = train(quick(tmp_path / "whole", **settings))
@@ -390,6 +391,7 @@ def test_cli_resume_message_and_corrupt_run_exit_2(tmp_path, capsys):
 
 
 @needs_data
+@pytest.mark.slow
 def test_ctrl_c_prints_one_line_and_how_to_resume(tmp_path):
     config = quick(tmp_path, epochs=50, train_subset=3000, test_subset=200)
     args = [f"--set={k}={json.dumps(v)}" for k, v in config.to_dict().items() if k != "sharpness"]
