@@ -165,7 +165,7 @@ def test_baseline_claims_compare_each_method_at_its_best_setting():
     rows += [row("weight decay", "none", (2,), 0.01, s, 0.90, weight_decay=1e-3) for s in range(3)]
     found = {v.claim: v for v in judge(pd.DataFrame(rows), load_spec("baselines"))}
     assert found["pla_beats_sam"].verdict == "supported" and "R = 0.05" in found["pla_beats_sam"].detail
-    assert "radius 0.1" in found["pla_beats_sam"].detail
+    assert "ρ = 0.1" in found["pla_beats_sam"].detail
     assert found["pla_beats_noise"].verdict == "supported"
     assert found["pla_beats_weight_decay"].verdict == "contradicted"
     assert found["smoothing_helps"].verdict == "supported"

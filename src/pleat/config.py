@@ -117,9 +117,7 @@ class Config:
 
     def key(self) -> str:
         """The run's identity: a hash of every key that changes what is computed."""
-        identity = {
-            k: v for k, v in self.to_dict().items() if k not in NOT_HASHED and ADDED_KEYS.get(k, object()) != v
-        }
+        identity = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED and ADDED_KEYS.get(k, object()) != v}
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:

@@ -104,6 +104,19 @@ def best_setting(rows, keys: list[str]):
     return best, {k: best[k].iloc[0] for k in keys}
 
 
+def setting_text(kind: str, setting: dict) -> str:
+    """A method's hyperparameters in words: R for the box and the noise, ρ for SAM, none for plain SGD's radius."""
+    parts = []
+    for k, v in setting.items():
+        if k == "layers":
+            parts.append(_name(v))
+        elif k == "radius" and kind != "none":
+            parts.append(f"{'ρ' if kind == 'sam' else 'R'} = {v:g}")
+        elif k == "weight_decay" and v:
+            parts.append(f"weight decay {v:g}")
+    return ", ".join(parts)
+
+
 def _radii(table) -> list[float]:
     return sorted(table[table["kind"].isin(["pla", "plea"])]["radius"].unique())
 
@@ -293,7 +306,7 @@ def _beats_baseline(claim: str, table, baseline) -> Verdict:
         return missing(claim, "needs PLA runs and baseline runs")
     pla, setting = best_setting(smoothed, ["arm", "layers", "radius"])
     rival, rival_setting = best_setting(baseline, ["arm", "radius", "weight_decay"])
-    what = ", ".join(f"{k} {v:g}" for k, v in rival_setting.items() if k != "arm" and v)
+    what = setting_text(rival["kind"].iloc[0], {k: v for k, v in rival_setting.items() if k != "arm"})
     detail = (
         f"PLA on {_name(setting['layers'])} at R = {setting['radius']:g} against {rival_setting['arm']} "
         f"({what or 'default'}), each at its best"

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from pleat.plots import draw_temperature, new_figure
-from pleat.reproduce.claims import best_setting, hidden_layers
+from pleat.reproduce.claims import best_setting, hidden_layers, setting_text
 
 BUDGET_NOTE = {
     "smoke": "smoke budget: checks the mechanics, not the claims",
@@ -160,10 +160,7 @@ def best_settings(table, spec, budget: str):
         keys = _varying(rows, ["radius", "weight_decay", "layers"])
         if keys:
             rows, setting = best_setting(rows, keys)
-            what = ", ".join(
-                subset_name(v) if k == "layers" else f"{'R' if k == 'radius' else k} {v:g}" for k, v in setting.items()
-            )
-            arm = f"{arm}\n({what})"
+            arm = f"{arm}\n({setting_text(rows['kind'].iloc[0], setting)})"
         m, s = _mean_std(rows["best_test_accuracy"])
         labels.append(arm)
         means.append(m)
