@@ -36,6 +36,12 @@ def quick(tmp_path, **kw) -> Config:
     return Config.from_dict(values)
 
 
+def small_run_flags(tmp_path, epochs: int) -> list[str]:
+    """`pleat train` flags of a seconds-long run on the real data, stored under tmp_path."""
+    flags = dict(epochs=epochs, train_subset=300, test_subset=100, lr=0.01, data_dir=SHARED, out_dir=tmp_path)
+    return [*(x for k, v in flags.items() for x in (f"--{k.replace('_', '-')}", str(v))), "--progress", "false"]
+
+
 def strip(records):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
@@ -165,28 +171,7 @@ def test_tensorboard_event_files(tmp_path):
 
 @needs_data
 def test_cli_train_and_runs(tmp_path, capsys):
-    args = [
-        "--dataset",
-        "mnist",
-        "--kind",
-        "plea",
-        "--layers",
-        "[1]",
-        "--epochs",
-        "1",
-        "--train-subset",
-        "300",
-        "--test-subset",
-        "100",
-        "--lr",
-        "0.01",
-        "--data-dir",
-        str(SHARED),
-        "--out-dir",
-        str(tmp_path),
-        "--progress",
-        "false",
-    ]
+    args = ["--dataset", "mnist", "--kind", "plea", "--layers", "[1]", *small_run_flags(tmp_path, epochs=1)]
     assert main(["train", *args]) == 0
     assert "results in" in capsys.readouterr().out
     assert main(["runs", str(tmp_path)]) == 0
@@ -359,23 +344,7 @@ def test_cli_set_and_flag_conflict_and_help(capsys):
 
 @needs_data
 def test_cli_resume_message_and_corrupt_run_exit_2(tmp_path, capsys):
-    args = [
-        "train",
-        "--epochs",
-        "2",
-        "--train-subset",
-        "300",
-        "--test-subset",
-        "100",
-        "--lr",
-        "0.01",
-        "--data-dir",
-        str(SHARED),
-        "--out-dir",
-        str(tmp_path),
-        "--progress",
-        "false",
-    ]
+    args = ["train", *small_run_flags(tmp_path, epochs=2)]
     assert main(args) == 0
     run = next(tmp_path.iterdir())
     (run / "result.json").unlink()

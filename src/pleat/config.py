@@ -203,16 +203,19 @@ def parse_set(assignments: list[str]) -> dict:
     return out
 
 
+def read_toml(path: str | Path, what: str = "config file") -> dict:
+    """The tables of a TOML file; a missing file or bad TOML raises an error naming `what` and the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{what} {path} is not valid TOML: {e}") from e
+
+
 def load(path: str | Path | None = None, overrides: dict | None = None) -> Config:
     """A config from an optional TOML file and overrides (overrides win)."""
-    values = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        try:
-            values = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"config file {path} is not valid TOML: {e}") from e
+    values = {} if path is None else read_toml(path)
     values.update(overrides or {})
     return Config.from_dict(values)

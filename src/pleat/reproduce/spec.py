@@ -18,16 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pleat.config import Config
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from pleat.config import Config, read_toml
 
 BUDGETS = ("smoke", "quick", "paper")
 PLOTS = ("radius", "curves", "temperature", "baselines")
@@ -74,10 +68,7 @@ def load_spec(name: str | Path) -> Spec:
         path = SPECS / f"{name}.toml"
         if not path.exists():
             raise ValueError(f"unknown figure {str(name)!r}: choose one of {', '.join(available())} or a spec file")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"spec {path} is not valid TOML: {e}") from e
+    raw = read_toml(path, "spec")
     unknown = set(raw) - _TOP
     if unknown:
         raise ValueError(f"spec {path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_TOP))}")
