@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from pleat.config import Config, help_texts, load, parse_set, shown
@@ -147,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, CorruptRun, RunBusy) as e:
         print(f"pleat: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`pleat ... | head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"\npleat: interrupted; {getattr(args, 'interrupted', 'nothing was lost')}", file=sys.stderr)
         return 130
