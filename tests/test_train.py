@@ -369,6 +369,8 @@ def test_ctrl_c_prints_one_line_and_how_to_resume(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a shell that runs the tests in the background ignores SIGINT, and children inherit that: undo it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     metrics = RunStore(config).dir / "metrics.jsonl"
     deadline = time.time() + 120
