@@ -218,7 +218,7 @@ class PartialLocalEntropy:
         """The sampled loss at `inputs`, `targets`; see the class docstring."""
         args = inputs if isinstance(inputs, tuple) else (inputs,)
         params = dict(self.target.module.named_parameters())
-        device = params[self.selected[0].name].device
+        device = self._device()
         for a in args:
             if isinstance(a, Tensor) and a.device != device:
                 raise ValueError(

@@ -51,6 +51,7 @@ class Spec:
     notes: str = ""
     colours: str = ""  # "rgb": colour a subset by red = layer 1, green = 2, blue = 3 (Figure 4 right)
     margin: float = 0.01  # equivalence margin on test accuracy for "matches" claims (Figure 5)
+    source: Path | None = None  # the file it was read from
 
     def seeds(self, budget: str) -> int:
         return int(self.budgets[budget].get("seeds", 3))
@@ -91,6 +92,7 @@ def load_spec(name: str | Path) -> Spec:
         notes=raw.get("notes", ""),
         colours=raw.get("colours", ""),
         margin=float(raw.get("margin", 0.01)),
+        source=path,
     )
     from pleat.reproduce.claims import CHECKS  # the claims a spec may name
 

@@ -141,7 +141,8 @@ def reproduce(
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps({"spec": spec.name, "budget": budget, "seeds": seeds}, indent=2))
-    shutil.copyfile(_spec_path(figure, spec), out / "spec.toml")
+    assert spec.source is not None  # load_spec records it
+    shutil.copyfile(spec.source, out / "spec.toml")
     failed = []
     if todo:
         by_key = {r.config.key(): r for r in todo}
@@ -168,10 +169,6 @@ def default_workers() -> int:
     benchmarks/sweep.py (2-core CPU: 2 workers 0.85x the wall time of 1 worker with 2 threads; 4 workers 1.12x)."""
     return executors.cores()
 
-
-def _spec_path(figure, spec: Spec) -> Path:
-    path = Path(figure)
-    return path if path.suffix == ".toml" and path.exists() else Path(__file__).parent / "specs" / f"{spec.name}.toml"
 
 
 def results_table(out: str | Path, spec: Spec | None = None, budget: str | None = None):
