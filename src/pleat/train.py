@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import time
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from pleat import data as datasets
 from pleat.config import Config
@@ -63,7 +65,8 @@ def train(config: Config) -> dict:
     """Run (or resume, or skip if finished) the run of `config`; returns its result.
 
     Every epoch appends training loss and accuracy (at the centre point of the objective), test loss and accuracy
-    and the layer temperatures to the store, then checkpoints; a finished run is not trained again.
+    and the layer temperatures to the store, then checkpoints; a finished run is not trained again. A run whose
+    training loss stops being finite ends at that epoch, its result marked `diverged` (see `finish`).
     """
     device = resolve_device(config.device)
     store = RunStore(config)
@@ -73,7 +76,8 @@ def train(config: Config) -> dict:
         return store.result() if store.finished else _train(config, store, device)
 
 
-def _train(config: Config, store: RunStore, device: torch.device) -> dict:
+def load_data(config: Config, device: torch.device) -> datasets.Dataset:
+    """The config's dataset on `device`, images in the run's dtype."""
     data = datasets.load(
         config.dataset,
         config.data_dir or None,
@@ -81,97 +85,92 @@ def _train(config: Config, store: RunStore, device: torch.device) -> dict:
         train_subset=config.train_subset,
         test_subset=config.test_subset,
     )
-    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    dtype = parameter_dtype(config)
     data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
+    return data
+
+
+def parameter_dtype(config: Config) -> torch.dtype:
+    return torch.float64 if config.dtype == "float64" else torch.float32
+
+
+def autocast_for(config: Config, device: torch.device):
+    """A context factory: bfloat16 autocast for dtype = bfloat16, else nothing."""
     if config.dtype == "bfloat16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
 
-        def autocast():
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-    else:
-        autocast = contextlib.nullcontext
-    store.create(environment(device))
 
-    torch.manual_seed(config.seed)
-    model = build(config.model, config.activation).to(device=device, dtype=dtype)
-    optimizer = _optimizer(config, model)
-    noise = torch.Generator(device).manual_seed(derive(config.seed, "noise"))
-    step = _step(config, model, optimizer, noise, autocast)
-    probe = LayerTemperature(model)
-    history: list[dict] = []
-    start_epoch = 0
+def init_model(config: Config, device: torch.device) -> torch.nn.Module:
+    """The run's initial network: Kaiming draws from torch's generator seeded with the run's seed inside
+    `fork_rng`, so that the caller's RNG is left untouched and the weights are those of every earlier version."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build(config.model, config.activation)
+    return model.to(device=device, dtype=parameter_dtype(config))
+
+
+def noise_generator(config: Config, device: torch.device) -> torch.Generator:
+    """The generator of the run's perturbations (pla, plea, noise), on the training device."""
+    return torch.Generator(device).manual_seed(derive(config.seed, "noise"))
+
+
+def epoch_order(config: Config, n: int, epoch: int) -> Tensor:
+    """The run's shuffle of its n training examples in `epoch` (0-based), on the CPU."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(derive(config.seed, "shuffle", epoch)))
+
+
+def batch(config: Config, data: datasets.Dataset, index: Tensor, epoch: int, step: int) -> tuple[Tensor, Tensor]:
+    """The examples `index` of the training set, augmented as the run's step `step` of `epoch` draws."""
+    x = data.augment(data.x_train[index], derive(config.seed, "augment", epoch, step))
+    return x, data.y_train[index]
+
+
+def epoch_record(
+    epoch: int, train: tuple[float, float], test: tuple[float, float], temperature: dict, windows, seconds: float
+) -> dict:
+    """One line of metrics.jsonl: `epoch` is 1-based; windows is None unless probe_every is set."""
+    return {
+        "epoch": epoch,
+        "train_loss": train[0],
+        "train_accuracy": train[1],
+        "test_loss": test[0],
+        "test_accuracy": test[1],
+        "temperature": {k: list(v) for k, v in temperature.items()},
+        **({"windows": windows} if windows is not None else {}),
+        "seconds": seconds,
+    }
+
+
+def checkpoint(store: RunStore, history: list[dict], model: dict, optimizer: dict, probe: dict, noise: Tensor):
+    """Save the state a resumed run needs after the last epoch of `history` (the format `resume` reads)."""
+    state = {"epoch": len(history), "model": model, "optimizer": optimizer, "probe": probe, "rng": {"noise": noise}}
+    store.save_checkpoint({**state, "metrics": history}, len(history))
+
+
+def resume(store: RunStore, device: torch.device, model, optimizer, probe, noise: torch.Generator) -> list[dict]:
+    """Load the run's latest checkpoint into the given objects; returns the epochs it holds (empty: a fresh run).
+
+    metrics.jsonl is rewritten to hold exactly those epochs, dropping one logged after the last checkpoint.
+    """
     state = store.load_checkpoint(device)
+    history: list[dict] = []
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         probe.load_state_dict(state["probe"])
         noise.set_state(state["rng"]["noise"].cpu())
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), device)
-        history, start_epoch = state["metrics"], state["epoch"]
-    store.rewrite_metrics(history)  # drop an epoch logged after the last checkpoint
-    writer = _tensorboard(store, start_epoch) if config.tensorboard else None
+        history = state["metrics"]
+    store.rewrite_metrics(history)
+    return history
 
-    n = len(data.x_train)
-    started = time.time()
-    for epoch in _progress(
-        range(start_epoch, config.epochs),
-        config.progress,
-        desc=f"run {store.dir.name}",
-        unit="epoch",
-        initial=start_epoch,
-        total=config.epochs,
-    ):
-        epoch_start = time.time()
-        model.train()
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(derive(config.seed, "shuffle", epoch)))
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        batches = order.to(device).split(config.batch_size)
-        windows: list[dict] = []  # probe windows closed in this epoch (probe_every > 0)
-        for step_index, index in enumerate(_progress(batches, config.progress, leave=False, unit="step")):
-            x, y = data.x_train[index], data.y_train[index]
-            x = data.augment(x, derive(config.seed, "augment", epoch, step_index))
-            centre, out = step(x, y, probe)
-            if config.probe_every and (global_step := epoch * len(batches) + step_index + 1) % config.probe_every == 0:
-                windows.append({"step": global_step, "temperature": {k: list(v) for k, v in probe.epoch().items()}})
-            loss_sum += centre.detach().double() * len(y)  # on the device: no host sync per step
-            correct += (out.argmax(1) == y).sum()
-        test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test, autocast=autocast)
-        temperature = {} if config.probe_every else probe.epoch()
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": float(loss_sum) / n,
-            "train_accuracy": float(correct) / n,
-            "test_loss": test_loss,
-            "test_accuracy": test_accuracy,
-            "temperature": {k: list(v) for k, v in temperature.items()},
-            **({"windows": windows} if config.probe_every else {}),
-            "seconds": time.time() - epoch_start,
-        }
-        history.append(record)
-        store.append_metrics(record)
-        rng = {"noise": noise.get_state(), "torch": torch.get_rng_state()}
-        if device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(device)
-        store.save_checkpoint(
-            {
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "probe": probe.state_dict(),
-                "rng": rng,
-                "metrics": history,
-            },
-            epoch + 1,
-        )
-        if writer is not None:
-            for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
-                writer.add_scalar(key, record[key], epoch + 1)
-            for layer, (mean, std) in temperature.items():
-                writer.add_scalars(f"temperature/{layer}", {"signal": mean, "noise": std}, epoch + 1)
-    if writer is not None:
-        writer.close()
+
+def diverged(record: dict) -> bool:
+    return not math.isfinite(record["train_loss"])
+
+
+def finish(store: RunStore, history: list[dict], started: float) -> dict:
+    """Write and return the run's result: best and final test accuracy, and the epoch it diverged at, if it did."""
     accs = [r["test_accuracy"] for r in history]
     best = max(range(len(accs)), key=accs.__getitem__)
     result = {
@@ -184,8 +183,69 @@ def _train(config: Config, store: RunStore, device: torch.device) -> dict:
         "final_train_accuracy": history[-1]["train_accuracy"],
         "seconds_this_session": time.time() - started,
     }
+    if diverged(history[-1]):
+        result["diverged"] = len(history)
     store.finish(result)
     return result
+
+
+def _train(config: Config, store: RunStore, device: torch.device) -> dict:
+    data = load_data(config, device)
+    autocast = autocast_for(config, device)
+    store.create(environment(device))
+    model = init_model(config, device)
+    optimizer = _optimizer(config, model)
+    noise = noise_generator(config, device)
+    step = _step(config, model, optimizer, noise, autocast)
+    probe = LayerTemperature(model)
+    history = resume(store, device, model, optimizer, probe, noise)
+    writer = _tensorboard(store, len(history)) if config.tensorboard else None
+    started = time.time()
+    epochs = range(len(history), config.epochs)
+    bar = dict(desc=f"run {store.dir.name}", unit="epoch", initial=len(history), total=config.epochs)
+    for epoch in _progress(epochs, config.progress, **bar):
+        record = _epoch(config, data, model, step, probe, epoch, autocast)
+        history.append(record)
+        store.append_metrics(record)
+        checkpoint(store, history, model.state_dict(), optimizer.state_dict(), probe.state_dict(), noise.get_state())
+        if writer is not None:
+            _log(writer, record)
+        if diverged(record):
+            break
+    if writer is not None:
+        writer.close()
+    return finish(store, history, started)
+
+
+def _epoch(config: Config, data, model, step, probe: LayerTemperature, epoch: int, autocast) -> dict:
+    """Train one epoch (0-based) and evaluate; returns its metrics record."""
+    epoch_start = time.time()
+    model.train()
+    n = len(data.x_train)
+    device = data.x_train.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    batches = epoch_order(config, n, epoch).to(device).split(config.batch_size)
+    windows: list[dict] = []  # probe windows closed in this epoch (probe_every > 0)
+    for step_index, index in enumerate(_progress(batches, config.progress, leave=False, unit="step")):
+        x, y = batch(config, data, index, epoch, step_index)
+        centre, out = step(x, y, probe)
+        if config.probe_every and (global_step := epoch * len(batches) + step_index + 1) % config.probe_every == 0:
+            windows.append({"step": global_step, "temperature": {k: list(v) for k, v in probe.epoch().items()}})
+        loss_sum += centre.detach().double() * len(y)  # on the device: no host sync per step
+        correct += (out.argmax(1) == y).sum()
+    test = evaluate(model, data.x_test, data.y_test, autocast=autocast)
+    temperature = {} if config.probe_every else probe.epoch()
+    train = (float(loss_sum) / n, float(correct) / n)
+    windows_or_none = windows if config.probe_every else None
+    return epoch_record(epoch + 1, train, test, temperature, windows_or_none, time.time() - epoch_start)
+
+
+def _log(writer, record: dict) -> None:
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+        writer.add_scalar(key, record[key], record["epoch"])
+    for layer, (mean, std) in record["temperature"].items():
+        writer.add_scalars(f"temperature/{layer}", {"signal": mean, "noise": std}, record["epoch"])
 
 
 def _optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
