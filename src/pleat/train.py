@@ -44,6 +44,11 @@ def _progress(iterable, enabled: bool, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
+def loss_precision(out: Tensor) -> Tensor:
+    """Logits in the precision a loss is taken in: float64 stays, anything else (bfloat16 autocast) float32."""
+    return out if out.dtype == torch.float64 else out.float()
+
+
 @torch.no_grad()
 def evaluate(model, x, y, batch_size: int = 1024, autocast=contextlib.nullcontext) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of `model` (in eval mode) on (x, y)."""
@@ -55,7 +60,7 @@ def evaluate(model, x, y, batch_size: int = 1024, autocast=contextlib.nullcontex
         with autocast():
             out = model(x[start : start + batch_size])
         target = y[start : start + batch_size]
-        loss += F.cross_entropy(out.float(), target, reduction="sum").double()
+        loss += F.cross_entropy(loss_precision(out), target, reduction="none").double().sum()
         correct += (out.argmax(1) == target).sum()
     model.train(was)
     return float(loss) / len(x), float(correct) / len(x)

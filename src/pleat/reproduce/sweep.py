@@ -170,7 +170,6 @@ def default_workers() -> int:
     return executors.cores()
 
 
-
 def results_table(out: str | Path, spec: Spec | None = None, budget: str | None = None):
     """One row per finished run of the store `out`/runs: arm, config keys, best/final test accuracy, metrics.
 

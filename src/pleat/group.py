@@ -1,0 +1,362 @@
+"""Vectorised training: K runs that share a network, a dataset and a batch size, stepped as one program.
+
+The runs may differ in kind (none, pla, plea), smoothed layers, radius, sharpness, seed, learning rate, momentum,
+weight decay and number of epochs. Each keeps everything a run trained alone has: its own data order and
+augmentation, its own perturbations drawn from its own generator in the same order, its own optimiser state,
+layer temperatures, store and checkpoints. Its numbers are those of `pleat.train.train` on its config (up to
+floating-point summation order), and its checkpoints have the same format: a run started in a group can be
+resumed alone and the other way round.
+
+The program is `Stacked` (the network over runs and points) under autograd; the loss of the group is the sum
+of the runs' losses, so each run's gradient is its own. The weights of a layer smoothed by some run of the group
+are perturbed for every run, with zero perturbations where a run does not smooth it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pleat import train as single
+from pleat.config import Config
+from pleat.data import augmentation
+from pleat.kernels import Box
+from pleat.select import select
+from pleat.stacked import Stacked
+from pleat.store import RunStore, environment
+from pleat.temperature import LayerTemperature
+
+KINDS = ("none", "pla", "plea")
+# keys that must be equal for runs to share a program (the rest may differ run by run)
+SHARED_KEYS = (
+    "dataset",
+    "model",
+    "activation",
+    "batch_size",
+    "dtype",
+    "train_subset",
+    "test_subset",
+    "data_dir",
+    "device",
+    "probe_every",
+)
+
+
+def effective_kind(config: Config) -> str:
+    """none for plain runs and for pla/plea that perturb nothing (samples = 0 or radius = 0), else the kind."""
+    return "none" if config.kind == "none" or config.samples == 0 or config.radius == 0 else config.kind
+
+
+def group_key(config: Config) -> tuple | None:
+    """Runs with equal keys can be trained as one group if their smoothed runs also agree on `samples`; None:
+    this run is trained alone (kinds sam and noise, probe_gradient = centre, TensorBoard)."""
+    if config.kind not in KINDS or config.probe_gradient != "objective" or config.tensorboard:
+        return None
+    return tuple(getattr(config, k) for k in SHARED_KEYS)
+
+
+def points(config: Config) -> int | None:
+    """Points per step of a smoothed run (samples + 1); None for a plain run, which joins a group of any."""
+    return None if effective_kind(config) == "none" else config.samples + 1
+
+
+@dataclass
+class _Run:
+    """One run of a group: its config and store, and what it keeps between epochs."""
+
+    config: Config
+    store: RunStore
+    noise: torch.Generator
+    kernel: Box
+    smoothed: list[str]  # the weights it perturbs, in the order its draws fill them
+    history: list[dict] = field(default_factory=list)
+    temperatures: list[dict] = field(default_factory=list)  # closed probe windows (LayerTemperature.history)
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history)
+
+
+class _Probe:
+    """The layer temperatures of K runs at once: `LayerTemperature`'s Welford sums, one row per run."""
+
+    def __init__(self, names: list[str], runs: int, device: torch.device):
+        self.names = names
+        self.count = [0] * runs
+        self.mean = torch.zeros(runs, len(names), dtype=torch.float64, device=device)
+        self.m2 = torch.zeros_like(self.mean)
+
+    @torch.no_grad()
+    def step(self, grads: list[Tensor]) -> None:
+        s = torch.stack([g.abs().flatten(1).mean(1) for g in grads], dim=1).to(torch.float64)  # [K, layers]
+        count = torch.tensor(self.count, dtype=torch.float64, device=s.device).add_(1).unsqueeze(1)
+        delta = s - self.mean
+        self.mean += delta / count
+        self.m2 += delta * (s - self.mean)
+        self.count = [c + 1 for c in self.count]
+
+    def close(self, k: int) -> dict[str, tuple[float, float]]:
+        """Close run k's window: {layer: (mean, std)}, as LayerTemperature.epoch()."""
+        mean = self.mean[k].tolist()
+        std = (self.m2[k] / self.count[k]).sqrt().tolist()
+        self.mean[k], self.m2[k], self.count[k] = 0, 0, 0
+        return dict(zip(self.names, zip(mean, std)))
+
+    def state(self, k: int, history: list[dict]) -> dict:
+        """Run k's probe in LayerTemperature.state_dict() format."""
+        open_window = self.count[k] > 0
+        return {
+            "names": list(self.names),
+            "history": [{n: list(v) for n, v in h.items()} for h in history],
+            "count": self.count[k],
+            "mean": self.mean[k].cpu().clone() if open_window else None,
+            "m2": self.m2[k].cpu().clone() if open_window else None,
+        }
+
+    def load(self, k: int, state: dict) -> None:
+        self.count[k] = int(state["count"])
+        if state["mean"] is not None:
+            self.mean[k], self.m2[k] = state["mean"], state["m2"]
+
+    def keep(self, rows: list[int]) -> None:
+        self.count = [self.count[k] for k in rows]
+        self.mean, self.m2 = self.mean[rows], self.m2[rows]
+
+
+def train_group(configs: list[Config]) -> list[dict]:
+    """Train (or resume) the runs of `configs` as one vectorised program; returns their results in order.
+
+    Finished runs are skipped. The runs must share `group_key`; runs may be at different epochs (a group resumed
+    after a kill) and have different epoch counts. A run whose training loss stops being finite ends at that
+    epoch with its result marked `diverged`; the others go on.
+    """
+    if not configs:
+        return []
+    keys = {group_key(c) for c in configs}
+    if None in keys or len(keys) > 1 or len({points(c) for c in configs} - {None}) > 1:
+        raise ValueError(
+            "these runs cannot share one vectorised program: they must be of kind none, pla or plea, read the "
+            f"objective's gradient, write no TensorBoard files, agree on {', '.join(SHARED_KEYS)}, and their "
+            "smoothed runs on samples"
+        )
+    device = single.resolve_device(configs[0].device)
+    stores = [RunStore(c) for c in configs]
+    with contextlib.ExitStack() as locks:
+        for store in stores:
+            if not store.finished:
+                locks.enter_context(store.lock())
+        todo = [i for i, s in enumerate(stores) if not s.finished]  # read under the locks
+        trained = _train([configs[i] for i in todo], [stores[i] for i in todo], device) if todo else []
+    results = dict(zip(todo, trained))
+    return [results[i] if i in results else s.result() for i, s in enumerate(stores)]
+
+
+def _train(configs: list[Config], stores: list[RunStore], device: torch.device) -> list[dict]:
+    first = configs[0]
+    data = single.load_data(first, device)
+    autocast = single.autocast_for(first, device)
+    template = single.init_model(first, device)
+    net = Stacked(template)
+    env = {**environment(device), "vectorised_group": len(configs)}
+    runs, models = [], []
+    lone: list[tuple[torch.nn.Module, torch.optim.Optimizer]] = []
+    for config, store in zip(configs, stores):
+        store.create(env)
+        model = single.init_model(config, device)
+        kernel = Box(config.radius, config.sharpness)
+        smoothed = [] if effective_kind(config) == "none" else [s.name for s in select(model, list(config.layers))]
+        runs.append(_Run(config, store, single.noise_generator(config, device), kernel, smoothed))
+        models.append(model)
+    probe = _Probe(LayerTemperature(template).names, len(runs), device)
+    for k, (run, model) in enumerate(zip(runs, models)):  # each run's checkpoint, read as a lone run reads it
+        optimizer = single._optimizer(run.config, model)
+        lone_probe = LayerTemperature(model)
+        run.history = single.resume(run.store, device, model, optimizer, lone_probe, run.noise)
+        run.temperatures = lone_probe.history
+        probe.load(k, lone_probe.state_dict())
+        lone.append((model, optimizer))
+    group = _Group(net, runs, lone, probe, device)
+    del models, lone
+    results: dict[int, dict] = {}
+    started = time.time()
+    index = {id(r): i for i, r in enumerate(runs)}
+    epochs = max(c.epochs for c in configs) - min(r.epoch for r in runs)
+    bar = single._progress(range(epochs), any(c.progress for c in configs), desc=f"group of {len(runs)}")
+    for _ in bar:
+        if not group.runs:
+            break
+        ended = group.epoch(data, autocast)
+        for run in ended:
+            results[index[id(run)]] = single.finish(run.store, run.history, started)
+    return [results[i] for i in range(len(runs))]
+
+
+class _Group:
+    """The stacked state of the runs still training: parameters, momentum buffers, hyperparameters, probe."""
+
+    def __init__(self, net: Stacked, runs: list[_Run], models, probe: _Probe, device: torch.device):
+        self.net, self.runs, self.probe, self.device = net, runs, probe, device
+        names = [n for n, _ in models[0][0].named_parameters()]
+        self.params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m, _ in models]) for n in names}
+        self.momentum = {}
+        for n in names:
+            buffers = []
+            for model, optimizer in models:
+                buffer = optimizer.state.get(dict(model.named_parameters())[n], {}).get("momentum_buffer")
+                buffers.append(torch.zeros_like(self.params[n][0]) if buffer is None else buffer)
+            self.momentum[n] = torch.stack(buffers)
+        self.template, self.template_optimizer = models[0]
+        self.weights = [s.name for s in LayerTemperature(self.template).selected]
+        self.smoothed = [n for n in names if any(n in r.smoothed for r in runs)]
+        self.points = max((r.config.samples + 1 for r in runs if r.smoothed), default=1)
+        self._hyper()
+
+    def _hyper(self) -> None:
+        dtype = self.params[self.weights[0]].dtype
+
+        def column(key):
+            return torch.tensor([getattr(r.config, key) for r in self.runs], dtype=dtype, device=self.device)
+
+        self.lr, self.mu, self.decay = column("lr"), column("momentum"), column("weight_decay")
+        kinds = [effective_kind(r.config) for r in self.runs]
+        self.is_pla = torch.tensor([k == "pla" for k in kinds], device=self.device)
+        self.is_plea = torch.tensor([k == "plea" for k in kinds], device=self.device)
+
+    def keep(self, rows: list[int]) -> None:
+        """Go on with the runs at `rows` only."""
+        self.runs = [self.runs[k] for k in rows]
+        self.params = {n: p[rows] for n, p in self.params.items()}
+        self.momentum = {n: b[rows] for n, b in self.momentum.items()}
+        self.probe.keep(rows)
+        self._hyper()
+
+    def _draw(self) -> dict[str, Tensor]:
+        """Each run's perturbations, drawn from its own generator in the order a lone run draws them."""
+        k = len(self.runs)
+        deltas = {n: self.params[n].new_zeros((k, self.points - 1, *self.params[n].shape[1:])) for n in self.smoothed}
+        for k, run in enumerate(self.runs):
+            if not run.smoothed:
+                continue
+            for a in range(self.points - 1):
+                for n in run.smoothed:
+                    run.kernel.sample_(deltas[n][k, a], run.noise)
+        return deltas
+
+    def step(self, x: Tensor, y: Tensor, autocast) -> tuple[Tensor, Tensor]:
+        """One training step of every run on its batch (x `[K, B, ...]`, y `[K, B]`); returns the centre losses
+        `[K]` and the centre outputs `[K, B, classes]`, detached."""
+        params = {n: p.requires_grad_() for n, p in self.params.items()}
+        with autocast():
+            out = self.net(params, x, self._draw() if self.smoothed else None)
+        k, q, b = out.shape[:3]
+        logits = out.flatten(0, 2)
+        losses = F.cross_entropy(logits, y.unsqueeze(1).expand(k, q, b).flatten(), reduction="none")
+        losses = losses.view(k, q, b).mean(2)  # [K, points]
+        pla = losses.mean(1)
+        plea = math.log(q) - torch.logsumexp(-losses, dim=1)
+        loss = torch.where(self.is_pla, pla, torch.where(self.is_plea, plea, losses[:, 0]))
+        names = list(params)
+        grads = dict(zip(names, torch.autograd.grad(loss.sum(), [params[n] for n in names])))
+        self.probe.step([grads[n] for n in self.weights])
+        with torch.no_grad():
+            for n in names:  # torch.optim.SGD (no dampening, no Nesterov), each run with its own lr, μ, decay
+                p, g, buffer = params[n].detach(), grads[n], self.momentum[n]
+                shape = (-1,) + (1,) * (p.dim() - 1)
+                g = g.add(p * self.decay.view(shape))
+                buffer.mul_(self.mu.view(shape)).add_(g)
+                p.sub_(self.lr.view(shape) * buffer)
+                self.params[n] = p
+        return losses[:, 0].detach(), out[:, 0].detach()
+
+    def epoch(self, data, autocast) -> list[_Run]:
+        """Train every run one epoch (each its own next one) and evaluate; returns the runs that ended."""
+        started = time.time()
+        n = len(data.x_train)
+        orders = torch.stack([single.epoch_order(r.config, n, r.epoch) for r in self.runs]).to(self.device)
+        augmented = augmentation(data.name) is not None
+        batch_size = self.runs[0].config.batch_size
+        steps = math.ceil(n / batch_size)
+        loss_sum = torch.zeros(len(self.runs), dtype=torch.float64, device=self.device)
+        correct = torch.zeros(len(self.runs), dtype=torch.int64, device=self.device)
+        every = self.runs[0].config.probe_every
+        windows: list[list[dict]] = [[] for _ in self.runs]
+        for step in range(steps):
+            index = orders[:, step * batch_size : (step + 1) * batch_size]
+            if augmented:  # each run's own augmentation of its batch
+                batches = [single.batch(r.config, data, i, r.epoch, step) for r, i in zip(self.runs, index)]
+                x, y = torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
+            else:
+                x, y = data.x_train[index], data.y_train[index]
+            centre, out = self.step(x, y, autocast)
+            loss_sum += centre.double() * y.shape[1]
+            correct += (out.argmax(-1) == y).sum(1)
+            if every:
+                for k, r in enumerate(self.runs):
+                    if (global_step := r.epoch * steps + step + 1) % every == 0:
+                        temperature = self._close(k)
+                        windows[k].append(
+                            {"step": global_step, "temperature": {m: list(v) for m, v in temperature.items()}}
+                        )
+        test = self.evaluate(data.x_test, data.y_test, autocast)
+        train = zip((loss_sum / n).tolist(), (correct.double() / n).tolist())
+        seconds = (time.time() - started) / len(self.runs)
+        ended, rows = [], []
+        for k, (run, train_k, test_k) in enumerate(zip(self.runs, train, test)):
+            temperature = {} if every else self._close(k)
+            record = single.epoch_record(
+                run.epoch + 1, train_k, test_k, temperature, windows[k] if every else None, seconds
+            )
+            run.history.append(record)
+            run.store.append_metrics(record)
+            self._checkpoint(k, run)
+            if run.epoch >= run.config.epochs or single.diverged(record):
+                ended.append(run)
+            else:
+                rows.append(k)
+        if ended:
+            self.keep(rows)
+        return ended
+
+    def _close(self, k: int) -> dict[str, tuple[float, float]]:
+        window = self.probe.close(k)
+        self.runs[k].temperatures.append(window)
+        return window
+
+    def _checkpoint(self, k: int, run: _Run) -> None:
+        """Run k's checkpoint, in the format of a run trained alone (written through a lone model and SGD)."""
+        model, optimizer = self.template, self.template_optimizer
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(self.params[n][k])
+        optimizer.param_groups[0].update(lr=run.config.lr, momentum=run.config.momentum)
+        optimizer.param_groups[0]["weight_decay"] = run.config.weight_decay
+        optimizer.state.clear()
+        if run.config.momentum:
+            for n, p in model.named_parameters():
+                optimizer.state[p]["momentum_buffer"] = self.momentum[n][k].clone()
+        probe = self.probe.state(k, run.temperatures)
+        single.checkpoint(
+            run.store, run.history, model.state_dict(), optimizer.state_dict(), probe, run.noise.get_state()
+        )
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor, autocast) -> list[tuple[float, float]]:
+        """Each run's mean test loss and accuracy, the test set shared by all runs; one host sync."""
+        k = len(self.runs)
+        loss = torch.zeros(k, dtype=torch.float64, device=x.device)
+        correct = torch.zeros(k, dtype=torch.int64, device=x.device)
+        size = max(64, 1024 // k)
+        for start in range(0, len(x), size):
+            with autocast():
+                out = self.net(self.params, x[start : start + size], shared=True)[:, 0]
+            target = y[start : start + size]
+            losses = F.cross_entropy(single.loss_precision(out).flatten(0, 1), target.repeat(k), reduction="none")
+            loss += losses.view(k, -1).double().sum(1)
+            correct += (out.argmax(-1) == target).sum(1)
+        return list(zip((loss / len(x)).tolist(), (correct.double() / len(x)).tolist()))
