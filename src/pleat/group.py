@@ -158,60 +158,58 @@ def train_group(configs: list[Config]) -> list[dict]:
 
 
 def _train(configs: list[Config], stores: list[RunStore], device: torch.device) -> list[dict]:
-    first = configs[0]
-    data = single.load_data(first, device)
-    autocast = single.autocast_for(first, device)
-    template = single.init_model(first, device)
-    net = Stacked(template)
+    data = single.load_data(configs[0], device)
+    autocast = single.autocast_for(configs[0], device)
     env = {**environment(device), "vectorised_group": len(configs)}
-    runs, models = [], []
-    lone: list[tuple[torch.nn.Module, torch.optim.Optimizer]] = []
-    for config, store in zip(configs, stores):
+    started = time.time()
+    runs, lone, results = [], [], {}
+    for k, (config, store) in enumerate(zip(configs, stores)):  # each run read as a lone run reads it
         store.create(env)
         model = single.init_model(config, device)
-        kernel = Box(config.radius, config.sharpness)
+        optimizer = single._optimizer(config, model)
+        noise = single.noise_generator(config, device)
+        probe = LayerTemperature(model)
+        history = single.resume(store, device, model, optimizer, probe, noise)
+        if len(history) >= config.epochs or (history and single.diverged(history[-1])):
+            results[k] = single.finish(store, history, started)  # stopped after its last checkpoint
+            continue
         smoothed = [] if effective_kind(config) == "none" else [s.name for s in select(model, list(config.layers))]
-        runs.append(_Run(config, store, single.noise_generator(config, device), kernel, smoothed))
-        models.append(model)
-    probe = _Probe(LayerTemperature(template).names, len(runs), device)
-    for k, (run, model) in enumerate(zip(runs, models)):  # each run's checkpoint, read as a lone run reads it
-        optimizer = single._optimizer(run.config, model)
-        lone_probe = LayerTemperature(model)
-        run.history = single.resume(run.store, device, model, optimizer, lone_probe, run.noise)
-        run.temperatures = lone_probe.history
-        probe.load(k, lone_probe.state_dict())
-        lone.append((model, optimizer))
-    group = _Group(net, runs, lone, probe, device)
-    del models, lone
-    results: dict[int, dict] = {}
-    started = time.time()
-    index = {id(r): i for i, r in enumerate(runs)}
-    epochs = max(c.epochs for c in configs) - min(r.epoch for r in runs)
-    bar = single._progress(range(epochs), any(c.progress for c in configs), desc=f"group of {len(runs)}")
-    for _ in bar:
-        if not group.runs:
-            break
-        ended = group.epoch(data, autocast)
-        for run in ended:
-            results[index[id(run)]] = single.finish(run.store, run.history, started)
-    return [results[i] for i in range(len(runs))]
+        kernel = Box(config.radius, config.sharpness)
+        runs.append(_Run(config, store, noise, kernel, smoothed, history, probe.history))
+        lone.append((model, optimizer, probe.state_dict()))
+    if runs:
+        group = _Group(runs, lone, device)
+        del lone
+        index = {id(r): k for k, r in zip((k for k in range(len(configs)) if k not in results), runs)}
+        epochs = max(r.config.epochs - r.epoch for r in runs)
+        bar = single._progress(range(epochs), any(c.progress for c in configs), desc=f"group of {len(runs)}")
+        for _ in bar:
+            for run in group.epoch(data, autocast):
+                results[index[id(run)]] = single.finish(run.store, run.history, started)
+            if not group.runs:
+                break
+    return [results[k] for k in range(len(configs))]
 
 
 class _Group:
     """The stacked state of the runs still training: parameters, momentum buffers, hyperparameters, probe."""
 
-    def __init__(self, net: Stacked, runs: list[_Run], models, probe: _Probe, device: torch.device):
-        self.net, self.runs, self.probe, self.device = net, runs, probe, device
-        names = [n for n, _ in models[0][0].named_parameters()]
-        self.params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m, _ in models]) for n in names}
+    def __init__(self, runs: list[_Run], lone: list, device: torch.device):
+        """runs, and for each its (model, optimiser, probe state) as a lone run has them after resuming."""
+        self.runs, self.device = runs, device
+        self.template, self.template_optimizer = lone[0][0], lone[0][1]
+        self.net = Stacked(self.template)
+        names = [n for n, _ in self.template.named_parameters()]
+        self.params = {n: torch.stack([m.get_parameter(n).detach() for m, _, _ in lone]) for n in names}
         self.momentum = {}
         for n in names:
-            buffers = []
-            for model, optimizer in models:
-                buffer = optimizer.state.get(dict(model.named_parameters())[n], {}).get("momentum_buffer")
-                buffers.append(torch.zeros_like(self.params[n][0]) if buffer is None else buffer)
-            self.momentum[n] = torch.stack(buffers)
-        self.template, self.template_optimizer = models[0]
+            buffers = [o.state.get(m.get_parameter(n), {}).get("momentum_buffer") for m, o, _ in lone]
+            self.momentum[n] = torch.stack(
+                [torch.zeros_like(m.get_parameter(n)) if b is None else b for (m, _, _), b in zip(lone, buffers)]
+            )
+        self.probe = _Probe(LayerTemperature(self.template).names, len(runs), device)
+        for k, (_, _, probe) in enumerate(lone):
+            self.probe.load(k, probe)
         self.weights = [s.name for s in LayerTemperature(self.template).selected]
         self.smoothed = [n for n in names if any(n in r.smoothed for r in runs)]
         self.points = max((r.config.samples + 1 for r in runs if r.smoothed), default=1)

@@ -1,0 +1,249 @@
+"""Vectorised training of K runs: the stacked network, and a group against the same runs trained one at a time."""
+
+import hashlib
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from test_train import SHARED, needs_data
+from torch.func import functional_call
+
+from pleat import data
+from pleat.config import Config
+from pleat.group import group_key, train_group
+from pleat.models import build
+from pleat.stacked import Stacked
+from pleat.store import RunStore
+from pleat.train import train
+
+KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
+def stacked_case(name, perturbed, k=3, points=3, batch=4, dtype=torch.float64):
+    torch.manual_seed(0)
+    models = [build(name).to(dtype) for _ in range(k)]
+    names = [n for n, _ in models[0].named_parameters()]
+    params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]) for n in names}
+    weights = [n for n in names if n.endswith("weight")]
+    deltas = {
+        weights[i]: 0.01 * torch.randn(k, points - 1, *params[weights[i]].shape[1:], dtype=dtype) for i in perturbed
+    }
+    deltas[weights[perturbed[0]]][1] = 0  # run 1 leaves this layer alone
+    shape = (1, 28, 28) if name.startswith("fc") else (3, 96, 96) if name == "cnn-stl10" else (3, 32, 32)
+    x = torch.rand(k, batch, *shape, dtype=dtype)
+    return models[0], params, deltas, x
+
+
+@pytest.mark.parametrize(
+    "name, perturbed",
+    [("fc2", [0]), ("fc2", [1]), ("fc3", [0, 2]), ("fc4", [1, 3]), ("cnn-cifar10", [0, 1]), ("cnn-cifar10", [2, 6])],
+)
+def test_stacked_network_is_each_run_at_each_point(name, perturbed):
+    """Every run k at every point a is the model at W_k + ΔW_k^a, with its own batch and with a shared one."""
+    model, params, deltas, x = stacked_case(name, perturbed)
+    net = Stacked(model)
+    out, shared = net(params, x, deltas), net(params, x[0], deltas, shared=True)
+    points = next(iter(deltas.values())).shape[1] + 1
+    assert out.shape == shared.shape == (3, points, 4, 10)
+    for k in range(3):
+        for a in range(points):
+            w = {n: p[k] + (deltas[n][k, a - 1] if a and n in deltas else 0) for n, p in params.items()}
+            torch.testing.assert_close(out[k, a], functional_call(model, w, (x[k],)), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(shared[k, a], functional_call(model, w, (x[0],)), rtol=1e-12, atol=1e-12)
+    unperturbed = net(params, x)
+    assert unperturbed.shape == (3, 1, 4, 10)
+    torch.testing.assert_close(unperturbed[:, 0], out[:, 0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_stacked_stl_network():
+    model, params, deltas, x = stacked_case("cnn-stl10", [1, 6], k=2, points=2, batch=2, dtype=torch.float32)
+    out = Stacked(model)(params, x, deltas)
+    for k in range(2):
+        for a in range(2):
+            w = {n: p[k] + (deltas[n][k, a - 1] if a and n in deltas else 0) for n, p in params.items()}
+            torch.testing.assert_close(out[k, a], functional_call(model, w, (x[k],)), rtol=1e-4, atol=1e-5)
+
+
+def test_stacked_rejects_what_it_cannot_run():
+    with pytest.raises(ValueError, match="Dropout.*train this run alone"):
+        Stacked(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.1)))
+
+
+def fc_configs(out_dir, **common):
+    base = dict(
+        lr=0.05,
+        epochs=2,
+        train_subset=300,
+        test_subset=200,
+        batch_size=64,  # 300 = 4 x 64 + 44: a short last batch
+        dtype="float64",
+        data_dir=str(SHARED),
+        out_dir=str(out_dir),
+        progress=False,
+    )
+    runs = [
+        dict(kind="pla", layers=[2], radius=0.05),
+        dict(kind="plea", layers=[1, 2], radius=0.02, seed=1),
+        dict(kind="none", seed=2, weight_decay=1e-3),
+        dict(kind="pla", layers=[1], radius=0.1, epochs=3, momentum=0.5, sharpness=300.0),
+        dict(kind="pla", layers=[2], radius=0.0, seed=4),  # smooths nothing: plain
+    ]
+    return [Config.from_dict({**base, **r, **common}) for r in runs]
+
+
+def assert_same_runs(alone: list[Config], grouped: list[Config], rtol=1e-12):
+    """Metrics (every epoch, layer temperatures included) and final weights and momentum agree."""
+    for a, b in zip(alone, grouped):
+        ma, mb = RunStore(a).metrics(), RunStore(b).metrics()
+        assert len(ma) == len(mb) == a.epochs
+        for ra, rb in zip(ma, mb):
+            for key in KEYS:
+                assert rb[key] == pytest.approx(ra[key], rel=rtol, abs=1e-15), (a.kind, key)
+            for name in ra["temperature"]:
+                assert rb["temperature"][name] == pytest.approx(ra["temperature"][name], rel=rtol)
+            for wa, wb in zip(ra.get("windows", []), rb.get("windows", [])):
+                assert wa["step"] == wb["step"]
+                for name in wa["temperature"]:
+                    assert wb["temperature"][name] == pytest.approx(wa["temperature"][name], rel=rtol)
+            assert ra.get("windows") is None or len(ra["windows"]) == len(rb["windows"])
+        sa = torch.load(RunStore(a).dir / f"checkpoint-{a.epochs}.pt", weights_only=True)
+        sb = torch.load(RunStore(b).dir / f"checkpoint-{b.epochs}.pt", weights_only=True)
+        for name in sa["model"]:
+            torch.testing.assert_close(sb["model"][name], sa["model"][name], rtol=rtol, atol=1e-14)
+        assert sa["optimizer"]["param_groups"] == sb["optimizer"]["param_groups"]
+        for i, state in sa["optimizer"]["state"].items():
+            torch.testing.assert_close(sb["optimizer"]["state"][i]["momentum_buffer"], state["momentum_buffer"])
+        assert torch.equal(sa["rng"]["noise"], sb["rng"]["noise"])  # the same draws, in the same number
+        assert RunStore(a).result()["best_test_accuracy"] == RunStore(b).result()["best_test_accuracy"]
+
+
+@needs_data
+@pytest.mark.parametrize("probe_every", [0, 3])
+def test_group_matches_its_runs_trained_alone(tmp_path, probe_every):
+    """Plain, PLA (hard and soft box) and PLEA runs with different layers, radii, seeds, momentum, weight decay
+    and epoch counts, in float64: the group gives each run the numbers of its lone training."""
+    alone = fc_configs(tmp_path / "alone", probe_every=probe_every)
+    grouped = fc_configs(tmp_path / "group", probe_every=probe_every)
+    for c in alone:
+        train(c)
+    results = train_group(grouped)
+    assert [r["epochs"] for r in results] == [2, 2, 2, 3, 2]
+    assert_same_runs(alone, grouped)
+    env = (RunStore(grouped[0]).dir / "environment.json").read_text()
+    assert '"vectorised_group": 5' in env
+
+
+class Killed(Exception):
+    pass
+
+
+def killed_at(monkeypatch, run: Config, epoch: int):
+    """Make the store raise Killed right after `run` writes its checkpoint of `epoch` (as a kill -9 would stop it)."""
+    save = RunStore.save_checkpoint
+
+    def save_then_die(self, state, at):
+        save(self, state, at)
+        if self.dir.name == run.key() and at == epoch:
+            monkeypatch.setattr(RunStore, "save_checkpoint", save)
+            raise Killed
+
+    monkeypatch.setattr(RunStore, "save_checkpoint", save_then_die)
+
+
+@needs_data
+def test_group_resumes_each_run_from_its_own_epoch(tmp_path, monkeypatch):
+    """A group stopped between two runs' checkpoints leaves its runs at different epochs (one at its last epoch
+    without a result); a run begun alone joins; a run finished alone is left alone. Resumed as one group, every
+    run ends with the numbers of an uninterrupted lone training."""
+    alone = fc_configs(tmp_path / "alone", epochs=3)
+    for c in alone:
+        train(c)
+    grouped = fc_configs(tmp_path / "group", epochs=3)
+    killed_at(monkeypatch, grouped[0], 1)
+    with pytest.raises(Killed):
+        train(grouped[0])
+    killed_at(monkeypatch, grouped[2], 2)
+    with pytest.raises(Killed):
+        train_group(grouped)
+    epochs = [RunStore(c).checkpoint_epoch() for c in grouped]
+    assert epochs == [3, 2, 2, 1, 1] and not any(RunStore(c).finished for c in grouped)
+    train(grouped[3])
+    before = (RunStore(grouped[3]).dir / "result.json").stat().st_mtime_ns
+    train_group(grouped)
+    assert (RunStore(grouped[3]).dir / "result.json").stat().st_mtime_ns == before
+    assert_same_runs(alone, grouped)
+
+
+@needs_data
+def test_one_diverging_run_leaves_the_others_alone(tmp_path):
+    alone = fc_configs(tmp_path / "alone")[:3]
+    grouped = fc_configs(tmp_path / "group")[:3]
+    for c in alone:
+        train(c)
+    wild = Config.from_dict({**grouped[0].to_dict(), "lr": 1e6, "seed": 9})
+    results = train_group([grouped[0], wild, *grouped[1:]])
+    at = results[1]["diverged"]
+    assert results[1]["epochs"] == at and not math.isfinite(RunStore(wild).metrics()[-1]["train_loss"])
+    assert all("diverged" not in r for r in results[:1] + results[2:])
+    assert_same_runs(alone, grouped)
+    lone = train(Config.from_dict({**wild.to_dict(), "out_dir": str(tmp_path / "wild")}))
+    assert lone["diverged"] == at  # a run alone stops at the same epoch
+
+
+def test_group_refuses_runs_that_cannot_share_a_program(tmp_path):
+    base = fc_configs(tmp_path)[0]
+    for change in ({"batch_size": 32}, {"model": "fc3"}, {"dataset": "mnist"}, {"samples": 2, "seed": 7}):
+        with pytest.raises(ValueError, match="cannot share one vectorised program"):
+            train_group([base, Config.from_dict({**base.to_dict(), **change})])
+    assert group_key(Config.from_dict({**base.to_dict(), "kind": "sam"})) is None
+    assert group_key(Config.from_dict({**base.to_dict(), "probe_gradient": "centre"})) is None
+    plain = Config.from_dict({**base.to_dict(), "kind": "none", "samples": 2})
+    assert group_key(plain) == group_key(base)  # a plain run joins a group of any number of points
+
+
+def write_cifar(folder, monkeypatch, examples=6):
+    """CIFAR-10 python pickles of random images, with the md5 the loader checks replaced by theirs."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        images = rng.integers(0, 256, (examples, 3072), dtype=np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": images, "labels": [int(v) for v in rng.integers(0, 10, examples)]}, f)
+    md5 = {n: hashlib.md5((folder / n).read_bytes()).hexdigest() for n in names}
+    real = data._files("cifar10")
+    monkeypatch.setattr(data, "_files", lambda name: (real[0], md5, real[2]))
+
+
+@pytest.mark.slow
+def test_cnn_group_with_augmentation_matches_its_runs(tmp_path, monkeypatch):
+    """The CIFAR-10 CNN of eq 24 with its augmentation, in float64: plain, PLA on conv layers 1-2 and PLEA on
+    head II, trained as a group and alone."""
+    write_cifar(tmp_path / "data" / "cifar-10-batches-py", monkeypatch)
+    base = dict(
+        dataset="cifar10",
+        model="cnn-cifar10",
+        batch_size=4,
+        epochs=2,
+        lr=1e-3,
+        samples=2,
+        train_subset=10,
+        test_subset=6,
+        dtype="float64",
+        data_dir=str(tmp_path / "data"),
+        progress=False,
+    )
+    runs = [
+        dict(kind="none"),
+        dict(kind="pla", layers=[1, 2], radius=0.05, seed=1),
+        dict(kind="plea", layers=["head2"], radius=0.02, seed=2),
+    ]
+    alone = [Config.from_dict({**base, **r, "out_dir": str(tmp_path / "alone")}) for r in runs]
+    grouped = [Config.from_dict({**base, **r, "out_dir": str(tmp_path / "group")}) for r in runs]
+    for c in alone:
+        train(c)
+    train_group(grouped)
+    assert_same_runs(alone, grouped, rtol=1e-10)
