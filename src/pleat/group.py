@@ -222,6 +222,8 @@ class _Group:
             return torch.tensor([getattr(r.config, key) for r in self.runs], dtype=dtype, device=self.device)
 
         self.lr, self.mu, self.decay = column("lr"), column("momentum"), column("weight_decay")
+        self.decayed = any(r.config.weight_decay for r in self.runs)
+        self._deltas: dict[str, Tensor] = {}
         kinds = [effective_kind(r.config) for r in self.runs]
         self.is_pla = torch.tensor([k == "pla" for k in kinds], device=self.device)
         self.is_plea = torch.tensor([k == "plea" for k in kinds], device=self.device)
@@ -236,8 +238,11 @@ class _Group:
 
     def _draw(self) -> dict[str, Tensor]:
         """Each run's perturbations, drawn from its own generator in the order a lone run draws them."""
-        k = len(self.runs)
-        deltas = {n: self.params[n].new_zeros((k, self.points - 1, *self.params[n].shape[1:])) for n in self.smoothed}
+        deltas = self._deltas
+        for n in self.smoothed:  # one buffer, kept: a fresh one each step costs its page faults on a CPU
+            shape = (len(self.runs), self.points - 1, *self.params[n].shape[1:])
+            if n not in deltas or deltas[n].shape != shape:
+                deltas[n] = self.params[n].new_zeros(shape)  # rows of runs that leave the weight alone stay zero
         for k, run in enumerate(self.runs):
             if not run.smoothed:
                 continue
@@ -266,9 +271,10 @@ class _Group:
             for n in names:  # torch.optim.SGD (no dampening, no Nesterov), each run with its own lr, μ, decay
                 p, g, buffer = params[n].detach(), grads[n], self.momentum[n]
                 shape = (-1,) + (1,) * (p.dim() - 1)
-                g = g.add(p * self.decay.view(shape))
+                if self.decayed:
+                    g = g.addcmul(p, self.decay.view(shape))
                 buffer.mul_(self.mu.view(shape)).add_(g)
-                p.sub_(self.lr.view(shape) * buffer)
+                p.addcmul_(self.lr.view(shape), buffer, value=-1)
                 self.params[n] = p
         return losses[:, 0].detach(), out[:, 0].detach()
 

@@ -90,10 +90,10 @@ def _linear(h: Tensor, shared: bool, weight: Tensor, bias, delta) -> Tensor:
             base = base + bias[:, None, None, :]
     else:
         q, batch = h.shape[1], h.shape[2]
-        flat = h.reshape(k, q * batch, in_features)
-        wt = weight.transpose(1, 2)
-        out = torch.baddbmm(bias.unsqueeze(1), flat, wt) if bias is not None else torch.bmm(flat, wt)
-        base = out.view(k, q, batch, out_features)
+        # (W x)ᵀ = W xᵀ: the weight's gradient then comes out in its own layout, which the optimiser reads fast
+        flat = h.reshape(k, q * batch, in_features).transpose(1, 2)
+        out = torch.baddbmm(bias.unsqueeze(2), weight, flat) if bias is not None else torch.bmm(weight, flat)
+        base = out.transpose(1, 2).unflatten(1, (q, batch))
     if delta is None:
         return base
     points = delta.shape[1]
