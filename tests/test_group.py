@@ -247,3 +247,34 @@ def test_cnn_group_with_augmentation_matches_its_runs(tmp_path, monkeypatch):
         train(c)
     train_group(grouped)
     assert_same_runs(alone, grouped, rtol=1e-10)
+
+
+def test_packing_groups_only_what_can_share_a_program_within_the_memory_budget():
+    from pleat.reproduce.packing import pack, run_bytes
+
+    base = Config(kind="pla", layers=(2,), radius=0.01, epochs=2)
+    radii = [base.__class__(**{**base.__dict__, "radius": r, "seed": s}) for r in (0.01, 0.02, 0.05) for s in (0, 1)]
+    other = [
+        Config(**{**base.__dict__, "batch_size": 32}),
+        Config(**{**base.__dict__, "model": "fc3"}),
+        Config(**{**base.__dict__, "dataset": "mnist"}),
+        Config(**{**base.__dict__, "layers": (1, 2)}),
+        Config(**{**base.__dict__, "kind": "none"}),
+        Config(**{**base.__dict__, "kind": "sam"}),
+        Config(**{**base.__dict__, "kind": "plea"}),  # pla and plea share a program
+    ]
+    each = run_bytes(base)
+    groups = pack(radii + other, budget=4 * each)
+    assert sorted(len(g) for g in groups) == [1, 1, 1, 1, 1, 1, 3, 4]  # 7 pla/plea runs of layer 2, at most 4 a group
+    for g in groups:
+        assert len({(c.model, c.dataset, c.batch_size, c.layers, c.kind == "none") for c in g}) == 1
+        assert sum(run_bytes(c) for c in g) <= 4 * each or len(g) == 1
+    assert [len(g) for g in pack(radii, budget=100 * each, parts=2)] == [3, 3]  # spread over two workers
+    assert [len(g) for g in pack(radii, budget=1)] == [1] * 6  # nothing fits: every run alone
+    # the estimate grows with what a run holds: points, smoothed weights, batch, precision
+    assert run_bytes(Config(**{**base.__dict__, "samples": 8})) > each
+    assert run_bytes(Config(**{**base.__dict__, "layers": (1, 2)})) > each
+    assert run_bytes(Config(**{**base.__dict__, "dtype": "float64"})) == 2 * each
+    assert run_bytes(Config(**{**base.__dict__, "kind": "none"})) < each
+    cnn = Config(dataset="stl10", model="cnn-stl10", kind="pla", layers=("head2",), batch_size=32)
+    assert run_bytes(cnn) > 4 * 3 * 3 * 6400 * 6400  # three 6400-wide layers' weights, gradients, momentum

@@ -251,3 +251,37 @@ def test_ray_executor_gives_the_local_numbers_into_an_empty_driver_store(tmp_pat
         twin = tmp_path / "ray" / "runs" / run.name
         assert strip(read_metrics(twin / "metrics.jsonl")) == strip(read_metrics(run / "metrics.jsonl"))
         assert not list(twin.glob("checkpoint-*.pt"))
+
+
+@needs_data
+@pytest.mark.slow
+def test_sigkill_inside_a_vectorised_group_then_rerun_gives_the_uninterrupted_numbers(tmp_path, tiny):
+    """kill -9 while a group is between epochs; the rerun resumes every run of the group from its own checkpoint
+    and every run ends with the numbers of a sweep that was never interrupted (float64)."""
+    spec = tmp_path / "tiny64.toml"
+    spec.write_text(TINY.replace("[budget.paper]\nepochs = 3", '[budget.paper]\nepochs = 4\nseeds = 1\ndtype = "float64"'))
+    whole = reproduce(spec, budget="paper", out=tmp_path / "whole", data_dir=str(SHARED), workers=1)
+    assert whole["trained"] == 5 and not whole["failed"]
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "pleat.cli", "reproduce", str(spec), "--budget", "paper", "--workers", "1"]
+    proc = subprocess.Popen([*command, "--out", str(out), "--data-dir", str(SHARED)], stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # kill once a group has checkpointed epoch 2 of 4
+        pointers = [json.loads(p.read_text()) for p in out.glob("runs/*/state.json") if p.stat().st_size]
+        if any(p["epoch"] == 2 for p in pointers):
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)
+    unfinished = [p.parent for p in out.glob("runs/*/config.json") if not (p.parent / "result.json").exists()]
+    assert len(unfinished) >= 2  # a group was cut short
+    done = reproduce(spec, budget="paper", out=out, data_dir=str(SHARED), workers=1)
+    assert done["trained"] >= 2 and not done["failed"]
+    for run in (tmp_path / "whole" / "runs").iterdir():
+        a = strip(read_metrics(run / "metrics.jsonl"))
+        b = strip(read_metrics(out / "runs" / run.name / "metrics.jsonl"))
+        assert [r["epoch"] for r in b] == [1, 2, 3, 4]
+        for ra, rb in zip(a, b):
+            for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+                assert rb[key] == pytest.approx(ra[key], rel=1e-10), (run.name, key)

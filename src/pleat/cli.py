@@ -81,6 +81,7 @@ def _reproduce(args) -> int:
         dry_run=args.dry_run,
         cpus_per_task=args.cpus_per_task,
         gpus_per_task=args.gpus_per_task,
+        vectorise=not args.one_by_one,
     )
     if args.dry_run:
         return 0
@@ -132,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--data-dir", help="the data root (default $PLEAT_DATA, else ~/.cache/pleat/data)")
     rep.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     rep.add_argument("--dry-run", action="store_true", help="list the runs and an estimated time; train nothing")
+    rep.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="train every run alone instead of packing compatible runs into vectorised groups",
+    )
     rep.set_defaults(run=_reproduce)
     report = sub.add_parser("report", help="one self-contained HTML report of sweep folders or run stores")
     report.add_argument("dirs", nargs="+", help="sweep folders (from pleat reproduce) or run stores")

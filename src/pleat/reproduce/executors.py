@@ -1,7 +1,10 @@
 """Where the runs of a sweep are trained: a local pool of processes, or a Ray cluster.
 
-Both take run configs and yield `(config, result, error)` as runs finish; the run's numbers land in the driver's
-run store either way. The local pool divides the machine's cores between its workers, because torch processes
+Both take jobs, each a list of run configs trained as one vectorised group (`pleat.group`; a job of one run is a
+lone run), and yield `(config, result, error)` for every run as its job finishes; the run's numbers land in the
+driver's run store either way. An error in a job is reported for each of its runs; the other jobs go on.
+
+The local pool divides the machine's cores between its workers, because torch processes
 that oversubscribe the cores slow each other down many times over. Ray tasks train into a folder on their worker
 (which need not share a filesystem with the driver), return the run as data, and the driver writes it into its
 own store; a task that dies is retried and resumes from its checkpoint when it lands where that checkpoint is.
@@ -46,26 +49,42 @@ def _start_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _train(values: dict) -> dict:
+Outcome = tuple[Config, dict | None, str | None]
+
+
+def train_job(configs: list[Config]) -> list[dict]:
+    """Train one job: a lone run, or a vectorised group."""
+    from pleat.group import train_group
     from pleat.train import train
 
-    return train(Config.from_dict(values))
+    return [train(configs[0])] if len(configs) == 1 else train_group(configs)
 
 
-def local(configs: list[Config], workers: int) -> Iterator[tuple[Config, dict | None, str | None]]:
-    """Train `configs` on `workers` processes of cores // workers torch threads each."""
+def _train(values: list[dict]) -> list[dict]:
+    return train_job([Config.from_dict(v) for v in values])
+
+
+def _outcomes(job: list[Config], results) -> Iterator[Outcome]:
+    """Each run of a finished job with its result, or with the job's error (`results` raises it)."""
+    try:
+        done = results()
+    except Exception as e:  # the job's runs fail together; the other jobs go on
+        for config in job:
+            yield config, None, f"{type(e).__name__}: {e}"
+        return
+    yield from ((config, result, None) for config, result in zip(job, done))
+
+
+def local(jobs: list[list[Config]], workers: int) -> Iterator[Outcome]:
+    """Train `jobs` on `workers` processes of cores // workers torch threads each."""
     threads = max(1, cores() // workers)
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds OpenMP threads
     with futures.ProcessPoolExecutor(
         workers, mp_context=context, initializer=_start_worker, initargs=(threads,)
     ) as pool:
-        pending = {pool.submit(_train, c.to_dict()): c for c in configs}
+        pending = {pool.submit(_train, [c.to_dict() for c in job]): job for job in jobs}
         for done in futures.as_completed(pending):
-            config = pending[done]
-            try:
-                yield config, done.result(), None
-            except Exception as e:  # one failed run is reported; the others go on
-                yield config, None, f"{type(e).__name__}: {e}"
+            yield from _outcomes(pending[done], done.result)
 
 
 def check_address(address: str | None) -> None:
@@ -81,35 +100,33 @@ def check_address(address: str | None) -> None:
         ) from e
 
 
-def _ray_train(values: dict, worker_dir: str) -> dict:
-    """A Ray task: train into `worker_dir` on the worker, return the whole run as data."""
+def _ray_train(values: list[dict], worker_dir: str) -> list[dict]:
+    """A Ray task: train a job into `worker_dir` on the worker, return its runs as data."""
     import json
 
     import torch
 
     from pleat.store import RunStore
-    from pleat.train import train
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    config = Config.from_dict({**values, "out_dir": str(Path(worker_dir).expanduser())})
-    result = train(config)
-    store = RunStore(config)
-    return {
-        "result": result,
-        "metrics": store.metrics(),
-        "environment": json.loads((store.dir / "environment.json").read_text()),
-    }
+    configs = [Config.from_dict({**v, "out_dir": str(Path(worker_dir).expanduser())}) for v in values]
+    runs = []
+    for config, result in zip(configs, train_job(configs)):
+        store = RunStore(config)
+        environment = json.loads((store.dir / "environment.json").read_text())
+        runs.append({"result": result, "metrics": store.metrics(), "environment": environment})
+    return runs
 
 
 def ray(
-    configs: list[Config],
+    jobs: list[list[Config]],
     address: str | None,
     cpus: float = 1,
     gpus: float = 0,
     worker_dir: str = "~/.cache/pleat/ray-runs",
     retries: int = 3,
 ) -> Iterator[tuple[Config, dict | None, str | None]]:
-    """Train `configs` as Ray tasks of `cpus` CPUs and `gpus` GPUs each, on the cluster at `address` (None: local)."""
+    """Train `jobs` as Ray tasks of `cpus` CPUs and `gpus` GPUs each, on the cluster at `address` (None: local)."""
     try:
         import ray as ray_
     except ImportError as e:
@@ -121,13 +138,13 @@ def ray(
         ray_.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     task = ray_.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries, retry_exceptions=False)(_ray_train)
     env = {"env_vars": {"OMP_NUM_THREADS": str(max(1, int(cpus)))}}
-    pending = {task.options(runtime_env=env).remote(c.to_dict(), worker_dir): c for c in configs}
+    pending = {task.options(runtime_env=env).remote([c.to_dict() for c in job], worker_dir): job for job in jobs}
     while pending:
         done, _ = ray_.wait(list(pending), num_returns=1)
-        config = pending.pop(done[0])
-        try:
-            run = ray_.get(done[0])
-        except Exception as e:
-            yield config, None, f"{type(e).__name__}: {e}"
-            continue
-        yield config, import_run(config, run["environment"], run["metrics"], run["result"]), None
+        job = pending.pop(done[0])
+
+        def imported(ref=done[0], job=job):
+            runs = ray_.get(ref)
+            return [import_run(c, r["environment"], r["metrics"], r["result"]) for c, r in zip(job, runs)]
+
+        yield from _outcomes(job, imported)

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from pleat.reproduce import executors
+from pleat.reproduce import executors, packing
 from pleat.reproduce.spec import Run, Spec, expand, load_spec, swept
 
 # Seconds per 1,000 training examples per epoch of plain training on a 2-core CPU (measured: fc2 on Fashion-MNIST
@@ -82,6 +82,8 @@ class Progress:
             line = f"FAILED {what}: {error}"
         else:
             line = f"{what}: best {result['best_test_accuracy']:.4f} final {result['final_test_accuracy']:.4f}"
+            if "diverged" in result:
+                line += f" (diverged: training loss not finite at epoch {result['diverged']})"
         if self.bar is not None:
             self.bar.write(line, file=self.stream)
             self.bar.set_postfix_str(status)
@@ -107,11 +109,14 @@ def reproduce(
     dry_run: bool = False,
     cpus_per_task: float = 1,
     gpus_per_task: float = 0,
+    vectorise: bool = True,
     stream=None,
 ) -> dict:
     """Reproduce one figure; returns {"runs", "trained", "failed", "figure", "report", "verdicts"}.
 
-    Every check (figure, budget, executor, workers, Ray address, spec) happens before any run starts.
+    With `vectorise`, compatible runs are packed into groups trained as one program each (see
+    `pleat.reproduce.packing`); without, every run is trained alone. Every check (figure, budget, executor,
+    workers, Ray address, spec) happens before any run starts.
     """
     stream = stream or sys.stdout
     spec = load_spec(figure)
@@ -128,9 +133,15 @@ def reproduce(
     keys = swept(runs)
     parallel = workers if executor == "local" else max(1, int(executors.cores() // cpus_per_task))
     estimate = sum(estimate_seconds(r) for r in todo) / min(parallel, max(1, len(todo)))
+    configs = [r.config for r in todo]
+    if vectorise:
+        jobs = packing.pack(configs, packing.memory_budget(_device(device)) // parallel, parts=parallel)
+    else:
+        jobs = [[c] for c in configs]
+    grouped = f", in {len(jobs)} vectorised groups" if vectorise and len(jobs) < len(todo) else ""
     print(
-        f"{spec.name} at budget {budget}: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to train "
-        f"(about {_duration(estimate)} on a 2-core CPU with {workers} workers); results in {out}",
+        f"{spec.name} at budget {budget}: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to train"
+        f"{grouped} (about {_duration(estimate)} on a 2-core CPU with {workers} workers, one by one); results in {out}",
         file=stream,
     )
     if dry_run:
@@ -147,9 +158,9 @@ def reproduce(
     if todo:
         by_key = {r.config.key(): r for r in todo}
         if executor == "local":
-            stream_of_runs = executors.local([r.config for r in todo], workers)
+            stream_of_runs = executors.local(jobs, workers)
         else:
-            stream_of_runs = executors.ray([r.config for r in todo], address, cpus=cpus_per_task, gpus=gpus_per_task)
+            stream_of_runs = executors.ray(jobs, address, cpus=cpus_per_task, gpus=gpus_per_task)
         progress = Progress(len(todo), parallel, estimate)
         try:
             for config, result, error in stream_of_runs:
@@ -162,6 +173,12 @@ def reproduce(
 
     report = write_sweep_report(out)
     return {"runs": len(runs), "trained": len(todo), "failed": failed, **report}
+
+
+def _device(device: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
 def default_workers() -> int:
