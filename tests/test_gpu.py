@@ -40,3 +40,37 @@ def test_lattice_draws_on_cuda():
     out = torch.empty(1_000_000, device="cuda")
     pleat.Box(0.5).sample_(out, torch.Generator("cuda").manual_seed(0))
     assert float(out.abs().max()) < 0.5 and abs(float(out.mean())) < 4 * 0.5 / (3 * 1e6) ** 0.5
+
+
+def test_vectorised_group_matches_lone_runs_on_cuda(tmp_path):
+    """The group's equality with lone runs (tests/test_group.py), on a GPU in float32 within float32 tolerance."""
+    from test_group import fc_configs
+    from test_train import SHARED
+
+    from pleat.group import train_group
+    from pleat.store import RunStore
+    from pleat.train import train
+
+    if not (SHARED / "FashionMNIST" / "raw").exists():
+        pytest.skip("Fashion-MNIST not present")
+    alone = fc_configs(tmp_path / "alone", dtype="float32", device="cuda")
+    grouped = fc_configs(tmp_path / "group", dtype="float32", device="cuda")
+    for c in alone:
+        train(c)
+    train_group(grouped)
+    for a, b in zip(alone, grouped):
+        for ra, rb in zip(RunStore(a).metrics(), RunStore(b).metrics()):
+            for key in ("train_loss", "test_loss"):
+                assert rb[key] == pytest.approx(ra[key], rel=1e-4), (a.kind, key)
+            for key in ("train_accuracy", "test_accuracy"):
+                assert abs(rb[key] - ra[key]) <= 0.01, (a.kind, key)  # a few examples may flip
+
+
+def test_tf32_is_on_inside_the_run_and_restored_after():
+    from pleat.config import Config
+    from pleat.train import autocast_for
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with autocast_for(Config(dtype="tf32"), torch.device("cuda"))():
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before

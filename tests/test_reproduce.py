@@ -259,7 +259,9 @@ def test_sigkill_inside_a_vectorised_group_then_rerun_gives_the_uninterrupted_nu
     """kill -9 while a group is between epochs; the rerun resumes every run of the group from its own checkpoint
     and every run ends with the numbers of a sweep that was never interrupted (float64)."""
     spec = tmp_path / "tiny64.toml"
-    spec.write_text(TINY.replace("[budget.paper]\nepochs = 3", '[budget.paper]\nepochs = 4\nseeds = 1\ndtype = "float64"'))
+    spec.write_text(
+        TINY.replace("[budget.paper]\nepochs = 3", '[budget.paper]\nepochs = 4\nseeds = 1\ndtype = "float64"')
+    )
     whole = reproduce(spec, budget="paper", out=tmp_path / "whole", data_dir=str(SHARED), workers=1)
     assert whole["trained"] == 5 and not whole["failed"]
     out = tmp_path / "killed"

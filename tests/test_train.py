@@ -390,3 +390,14 @@ def test_keys_added_later_keep_existing_runs_identity():
     for key, default in ADDED_KEYS.items():
         assert getattr(base, key) == default
     assert Config(probe_every=5).key() != base.key()
+
+
+@needs_data
+def test_tf32_on_a_cpu_is_float32_and_is_recorded(tmp_path):
+    plain = train(quick(tmp_path / "a", epochs=1, train_subset=300, test_subset=100))
+    tf32 = train(quick(tmp_path / "b", epochs=1, train_subset=300, test_subset=100, dtype="tf32"))
+    assert strip(read_metrics(Path(tf32["run"]) / "metrics.jsonl")) == strip(
+        read_metrics(Path(plain["run"]) / "metrics.jsonl")
+    )
+    env = json.loads((Path(tf32["run"]) / "environment.json").read_text())
+    assert env["precision"] == "float32 weights, TF32 matmuls and convolutions on CUDA"

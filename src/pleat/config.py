@@ -18,7 +18,7 @@ else:  # pragma: no cover
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "stl10")
 MODELS = ("fc2", "fc3", "fc4", "cnn-cifar10", "cnn-stl10")
 KINDS = ("none", "pla", "plea", "sam", "noise")
-DTYPES = ("float32", "float64", "bfloat16")
+DTYPES = ("float32", "float64", "bfloat16", "tf32")
 # keys that say where and how to run, not what to compute: they do not enter the run's identity
 NOT_HASHED = ("data_dir", "out_dir", "device", "engine", "tensorboard", "progress")
 # keys added after 0.1.0 enter the identity only when they differ from their default, so that adding a key never
@@ -56,7 +56,9 @@ class Config:
     data_dir: str = ""  # empty: $PLEAT_DATA, else ~/.cache/pleat/data
     out_dir: str = "runs"  # where the run store lives
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
-    dtype: str = "float32"  # float32 | float64 | bfloat16 (autocast)
+    # float32 | float64 | bfloat16 (autocast) | tf32 (float32 weights, TF32 matmuls and convolutions on CUDA GPUs;
+    # the same as float32 on a CPU)
+    dtype: str = "float32"
     engine: str = "auto"  # auto | vectorised | sequential (see PartialLocalEntropy)
     tensorboard: bool = False  # also write TensorBoard event files into the run directory
     progress: bool = True  # progress bars

@@ -88,16 +88,17 @@ class _Probe:
 
     def __init__(self, names: list[str], runs: int, device: torch.device):
         self.names = names
-        self.count = [0] * runs
+        self.count = [0] * runs  # steps in each run's open window; `counts` is the same on the device
+        self.counts = torch.zeros(runs, 1, dtype=torch.float64, device=device)
         self.mean = torch.zeros(runs, len(names), dtype=torch.float64, device=device)
         self.m2 = torch.zeros_like(self.mean)
 
     @torch.no_grad()
     def step(self, grads: list[Tensor]) -> None:
         s = torch.stack([g.abs().flatten(1).mean(1) for g in grads], dim=1).to(torch.float64)  # [K, layers]
-        count = torch.tensor(self.count, dtype=torch.float64, device=s.device).add_(1).unsqueeze(1)
+        self.counts += 1  # no host-to-device copy per step
         delta = s - self.mean
-        self.mean += delta / count
+        self.mean += delta / self.counts
         self.m2 += delta * (s - self.mean)
         self.count = [c + 1 for c in self.count]
 
@@ -105,7 +106,7 @@ class _Probe:
         """Close run k's window: {layer: (mean, std)}, as LayerTemperature.epoch()."""
         mean = self.mean[k].tolist()
         std = (self.m2[k] / self.count[k]).sqrt().tolist()
-        self.mean[k], self.m2[k], self.count[k] = 0, 0, 0
+        self.mean[k], self.m2[k], self.counts[k], self.count[k] = 0, 0, 0, 0
         return dict(zip(self.names, zip(mean, std)))
 
     def state(self, k: int, history: list[dict]) -> dict:
@@ -121,11 +122,13 @@ class _Probe:
 
     def load(self, k: int, state: dict) -> None:
         self.count[k] = int(state["count"])
+        self.counts[k] = self.count[k]
         if state["mean"] is not None:
             self.mean[k], self.m2[k] = state["mean"], state["m2"]
 
     def keep(self, rows: list[int]) -> None:
         self.count = [self.count[k] for k in rows]
+        self.counts = self.counts[rows]
         self.mean, self.m2 = self.mean[rows], self.m2[rows]
 
 
@@ -160,7 +163,7 @@ def train_group(configs: list[Config]) -> list[dict]:
 def _train(configs: list[Config], stores: list[RunStore], device: torch.device) -> list[dict]:
     data = single.load_data(configs[0], device)
     autocast = single.autocast_for(configs[0], device)
-    env = {**environment(device), "vectorised_group": len(configs)}
+    env = {**environment(device), "precision": single.PRECISIONS[configs[0].dtype], "vectorised_group": len(configs)}
     started = time.time()
     runs, lone, results = [], [], {}
     for k, (config, store) in enumerate(zip(configs, stores)):  # each run read as a lone run reads it

@@ -100,10 +100,31 @@ def parameter_dtype(config: Config) -> torch.dtype:
 
 
 def autocast_for(config: Config, device: torch.device):
-    """A context factory: bfloat16 autocast for dtype = bfloat16, else nothing."""
+    """A context factory: bfloat16 autocast for dtype = bfloat16, TF32 matmuls and convolutions for tf32 (CUDA
+    only; the flags are restored on exit), else nothing."""
     if config.dtype == "bfloat16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    if config.dtype == "tf32" and device.type == "cuda":
+        return _tf32
     return contextlib.nullcontext
+
+
+PRECISIONS = {
+    "float32": "float32",
+    "float64": "float64",
+    "bfloat16": "float32 weights, bfloat16 autocast",
+    "tf32": "float32 weights, TF32 matmuls and convolutions on CUDA",
+}
+
+
+@contextlib.contextmanager
+def _tf32():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def init_model(config: Config, device: torch.device) -> torch.nn.Module:
@@ -197,7 +218,7 @@ def finish(store: RunStore, history: list[dict], started: float) -> dict:
 def _train(config: Config, store: RunStore, device: torch.device) -> dict:
     data = load_data(config, device)
     autocast = autocast_for(config, device)
-    store.create(environment(device))
+    store.create({**environment(device), "precision": PRECISIONS[config.dtype]})
     model = init_model(config, device)
     optimizer = _optimizer(config, model)
     noise = noise_generator(config, device)
