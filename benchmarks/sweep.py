@@ -1,10 +1,16 @@
-"""Wall time of a Fig-3-shaped sweep with 1, 2 and 4 local workers and with the Ray executor, on this machine.
+"""Sweep speed: a Fig-3-shaped group trained one run at a time against vectorised; executors; the paper sweep.
 
-    PLEAT_DATA=../shared/datasets python benchmarks/sweep.py                  # 7 runs on 6,000 examples, 1 epoch
-    PLEAT_DATA=../shared/datasets python benchmarks/sweep.py --budget quick   # the real quick Fig 3 sweep (hours)
+    PLEAT_DATA=../shared/datasets python benchmarks/sweep.py                   # group: one by one vs vectorised
+    PLEAT_DATA=../shared/datasets python benchmarks/sweep.py group --device cuda
+    PLEAT_DATA=../shared/datasets python benchmarks/sweep.py executors         # 1, 2, 4 local workers and Ray
+    PLEAT_DATA=../shared/datasets python benchmarks/sweep.py paper --device cuda  # Fig 3 at paper budget, 1 seed
 
-Each mode trains the same runs into a fresh store; the table gives each wall time and its ratio to one worker.
-The local pool divides the cores between its workers; Ray runs one task per core (one torch thread each).
+group: the 25 runs of one seed of Figure 3 (fc2, Fashion-MNIST, PLA with y = 4 on {1}, {2}, {1,2} x 8 radii, and
+plain), one epoch on a training subset, at batch 256 (the paper's) and 32. Both sides train the same runs into
+fresh stores in this process, one after the other (evaluation and checkpoints included): the ratio is the time
+one by one over the time vectorised (packed as `pleat reproduce` packs them: one group per layer subset).
+executors: wall time of a small sweep with 1, 2 and 4 local workers and with Ray, as a ratio to one worker.
+paper: wall time of `pleat reproduce fig3 --budget paper --seeds 1` (25 runs x 120 epochs).
 """
 
 from __future__ import annotations
@@ -15,8 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from pleat.reproduce.executors import cores
-from pleat.reproduce.spec import SPECS
+import torch
+
+from pleat.config import Config
+from pleat.reproduce.executors import cores, train_job
+from pleat.reproduce.packing import memory_budget, pack
+from pleat.reproduce.spec import SPECS, expand, load_spec
 from pleat.reproduce.sweep import reproduce
 
 SHAPE = """
@@ -29,29 +39,66 @@ grid.radius = [0.01, 0.1]
 """
 
 
-def spec_file(folder: Path, budget: str, epochs: int, train_subset: int) -> Path:
-    """fig3 as shipped, its smoke budget replaced by the benchmark's shape when budget is 'smoke'."""
+def fig3_group(out: str, device: str, batch_size: int, train_subset: int) -> list[Config]:
+    """One seed of Figure 3 at the paper's protocol, one epoch on `train_subset` examples."""
+    runs = expand(load_spec("fig3"), "paper", 1, out_dir=out, device=device, progress=False)
+    changes = dict(epochs=1, batch_size=batch_size, train_subset=train_subset, test_subset=2000)
+    return [Config.from_dict({**r.config.to_dict(), **changes}) for r in runs]
+
+
+def _timed(fn, device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def group(args) -> None:
+    print(
+        f"Fig-3-shaped group (25 runs, 1 epoch), device {_device_name(args.device)}, {torch.get_num_threads()} threads"
+    )
+    print(f"{'batch':>5} {'examples':>8} {'groups':>6} {'one by one s':>12} {'vectorised s':>12} {'ratio':>6}")
+    for batch_size, examples in ((256, args.train_subset), (32, args.train_subset // 4)):
+        with tempfile.TemporaryDirectory() as tmp:
+            warm = fig3_group(f"{tmp}/warm", args.device, batch_size, batch_size * 2)
+            for job in pack(warm, memory_budget(args.device)):  # load the data, warm the allocator
+                train_job(job)
+            lone = fig3_group(f"{tmp}/lone", args.device, batch_size, examples)
+            jobs = pack(fig3_group(f"{tmp}/group", args.device, batch_size, examples), memory_budget(args.device))
+            one_by_one = _timed(lambda: [train_job([c]) for c in lone], args.device)
+            vectorised = _timed(lambda: [train_job(job) for job in jobs], args.device)
+        print(
+            f"{batch_size:>5} {examples:>8} {len(jobs):>6} {one_by_one:>12.1f} {vectorised:>12.1f} "
+            f"{one_by_one / vectorised:>5.2f}x"
+        )
+
+
+def paper(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.out or tmp) / "fig3-paper"
+        seconds = _timed(
+            lambda: reproduce("fig3", budget="paper", seeds=1, out=out, device=args.device, workers=1), args.device
+        )
+    print(f"fig3 at paper budget, 1 seed (25 runs x 120 epochs) on {_device_name(args.device)}: {seconds / 60:.1f} min")
+
+
+def spec_file(folder: Path, epochs: int, train_subset: int) -> Path:
+    """fig3 as shipped, its smoke budget replaced by the executor benchmark's shape."""
     text = (SPECS / "fig3.toml").read_text()
-    if budget == "smoke":
-        head, _, rest = text.partition("[budget.smoke]")
-        rest = rest[rest.index("[budget.quick]") :]
-        text = head + SHAPE.format(epochs=epochs, train_subset=train_subset).lstrip() + "\n" + rest
+    head, _, rest = text.partition("[budget.smoke]")
+    rest = rest[rest.index("[budget.quick]") :]
     path = folder / "fig3.toml"
-    path.write_text(text)
+    path.write_text(head + SHAPE.format(epochs=epochs, train_subset=train_subset).lstrip() + "\n" + rest)
     return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", default="smoke", help="smoke: the small shape above; quick: the real sweep")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--train-subset", type=int, default=6000)
-    parser.add_argument("--workers", default="1,2,4", help="local worker counts to time")
-    parser.add_argument("--no-ray", action="store_true")
-    args = parser.parse_args()
+def executors(args) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        spec = spec_file(Path(tmp), args.budget, args.epochs, args.train_subset)
+        spec = spec_file(Path(tmp), 1, args.train_subset)
         modes = [("local", int(w)) for w in args.workers.split(",")] + ([] if args.no_ray else [("ray", cores())])
         for executor, workers in modes:
             if executor == "ray":
@@ -61,20 +108,39 @@ def main() -> None:
             start = time.perf_counter()
             done = reproduce(
                 spec,
-                budget=args.budget,
                 executor=executor,
                 workers=workers,
                 out=Path(tmp) / f"{executor}-{workers}",
+                vectorise=not args.one_by_one,
                 stream=io.StringIO(),
             )
             rows.append((executor, workers, done["trained"], time.perf_counter() - start))
             if executor == "ray":
                 ray.shutdown()
     base = rows[0][3]
-    print(f"fig3 sweep, budget {args.budget}, {cores()} cores")
+    print(f"fig3-shaped sweep (7 runs, 1 epoch), {cores()} cores, {'one by one' if args.one_by_one else 'vectorised'}")
     print(f"{'executor':<9} {'workers':>7} {'runs':>5} {'wall s':>8} {'vs 1 worker':>12}")
     for executor, workers, runs, seconds in rows:
         print(f"{executor:<9} {workers:>7} {runs:>5} {seconds:>8.1f} {seconds / base:>11.2f}x")
+
+
+def _device_name(device: str) -> str:
+    import platform
+
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else f"cpu ({platform.processor() or 'cpu'})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", nargs="?", default="group", choices=("group", "executors", "paper"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--train-subset", type=int, default=6000, help="group, executors: training examples")
+    parser.add_argument("--workers", default="1,2,4", help="executors: local worker counts to time")
+    parser.add_argument("--no-ray", action="store_true", help="executors: skip Ray")
+    parser.add_argument("--one-by-one", action="store_true", help="executors: no vectorised groups")
+    parser.add_argument("--out", help="paper: keep the sweep here (default: a temporary folder)")
+    args = parser.parse_args()
+    {"group": group, "executors": executors, "paper": paper}[args.mode](args)
 
 
 if __name__ == "__main__":
