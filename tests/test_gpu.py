@@ -1,5 +1,6 @@
 """Checks that need CUDA; they skip without it."""
 
+import contextlib
 import copy
 
 import pytest
@@ -74,3 +75,35 @@ def test_tf32_is_on_inside_the_run_and_restored_after():
     with autocast_for(Config(dtype="tf32"), torch.device("cuda"))():
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_a_vectorised_step_never_waits_for_the_device(tmp_path):
+    """The GPU fast path: data on the device and no host sync inside an epoch (the steps of a group of PLA, PLEA
+    and plain runs raise under CUDA's sync debug mode if anything copies to the host)."""
+    from test_group import fc_configs
+
+    from pleat import group as grouping
+    from pleat.kernels import Box
+    from pleat.select import select
+    from pleat.temperature import LayerTemperature
+    from pleat.train import _optimizer, init_model, noise_generator
+
+    device = torch.device("cuda")
+    configs = [c for c in fc_configs(tmp_path, dtype="float32", device="cuda") if c.layers == (2,) or c.kind == "none"]
+    runs, lone = [], []
+    for c in configs:
+        model = init_model(c, device)
+        smoothed = [] if grouping.effective_kind(c) == "none" else [s.name for s in select(model, list(c.layers))]
+        runs.append(grouping._Run(c, None, noise_generator(c, device), Box(c.radius), smoothed))
+        lone.append((model, _optimizer(c, model), LayerTemperature(model).state_dict()))
+    group = grouping._Group(runs, lone, device)
+    x = torch.rand(len(runs), 64, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (len(runs), 64), device=device)
+    group.step(x, y, contextlib.nullcontext)  # the first step allocates
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            group.step(x, y, contextlib.nullcontext)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
