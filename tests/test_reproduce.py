@@ -287,3 +287,20 @@ def test_sigkill_inside_a_vectorised_group_then_rerun_gives_the_uninterrupted_nu
         for ra, rb in zip(a, b):
             for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
                 assert rb[key] == pytest.approx(ra[key], rel=1e-10), (run.name, key)
+
+
+@needs_data
+def test_a_diverging_run_is_reported_and_the_sweep_goes_on(tmp_path, capsys):
+    spec = tmp_path / "wild.toml"
+    spec.write_text(
+        TINY.replace(
+            '[[arm]]\nlabel = "plain"', '[[arm]]\nlabel = "wild"\nkind = "none"\nlr = 1e6\n[[arm]]\nlabel = "plain"'
+        ).replace("[budget.smoke]\nepochs = 1\nseeds = 2", "[budget.smoke]\nepochs = 3\nseeds = 1")
+    )
+    assert main(["reproduce", str(spec), "--out", str(tmp_path / "out"), "--data-dir", str(SHARED)]) == 0
+    err = capsys.readouterr().err
+    assert "wild" in err and "diverged: its training loss was not finite at epoch" in err
+    results = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*/result.json")]
+    assert len(results) == 6 and sum("diverged" in r for r in results) == 1
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<th>diverged</th>" in page and "float32" in page

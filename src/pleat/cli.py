@@ -87,6 +87,8 @@ def _reproduce(args) -> int:
         return 0
     for key, error in done["failed"]:
         print(f"run {key} failed: {error}", file=sys.stderr)
+    for what, epoch in done["diverged"]:
+        print(f"run {what} diverged: its training loss was not finite at epoch {epoch}", file=sys.stderr)
     for v in done["verdicts"]:
         print(f"  {v.verdict:>15}  {v.text}")
     print(f"figure {done['figure']}, report {done['report']}")

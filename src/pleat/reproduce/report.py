@@ -70,18 +70,22 @@ def _claims_html(verdicts: list[claims_.Verdict], budget: str | None) -> str:
 def _groups_html(table) -> str:
     """Runs grouped by the config keys that differ (besides seed): mean ± std of best and final accuracy."""
     keys = [k for k in ("arm", *_IDENTITY) if k in table and table[k].astype(str).nunique() > 1] or ["arm"]
+    any_diverged = "diverged" in table and table["diverged"].notna().any()
     rows = []
     for values, group in table.groupby(keys, sort=False, dropna=False):  # a list of keys: tuples of values
         best, final = group["best_test_accuracy"], group["final_test_accuracy"]
-        rows.append(
-            [
-                *(_fmt(v) for v in values),
-                len(group),
-                f"{best.mean():.4f} ± {best.std(ddof=1) if len(group) > 1 else 0:.4f}",
-                f"{final.mean():.4f} ± {final.std(ddof=1) if len(group) > 1 else 0:.4f}",
-            ]
-        )
-    return _table([*keys, "seeds", "best test accuracy", "final test accuracy"], rows)
+        row = [
+            *(_fmt(v) for v in values),
+            len(group),
+            f"{best.mean():.4f} ± {best.std(ddof=1) if len(group) > 1 else 0:.4f}",
+            f"{final.mean():.4f} ± {final.std(ddof=1) if len(group) > 1 else 0:.4f}",
+        ]
+        if any_diverged:  # seeds whose training loss stopped being finite, and at which epochs
+            epochs = [int(e) for e in group["diverged"].dropna()]
+            row.append(f"{len(epochs)} (epoch {', '.join(map(str, epochs))})" if epochs else "")
+        rows.append(row)
+    header = [*keys, "seeds", "best test accuracy", "final test accuracy"] + (["diverged"] if any_diverged else [])
+    return _table(header, rows)
 
 
 def _common_html(table) -> str:
@@ -95,10 +99,17 @@ def _environment_html(store: Path, table) -> str:
         path = store / run / "environment.json"
         if path.exists():
             env = json.loads(path.read_text())
-            key = (env.get("device_name"), env["versions"].get("torch"), env.get("git_commit"), env.get("threads"))
+            key = (
+                env.get("device_name"),
+                env["versions"].get("torch"),
+                env.get("git_commit"),
+                env.get("threads"),
+                env.get("precision", "-"),  # not recorded before 2026-11-28
+                env.get("vectorised_group", 1),
+            )
             seen[key] = seen.get(key, 0) + 1
-    rows = [[d, t, (c or "-")[:12], th, n] for (d, t, c, th), n in seen.items()]
-    return _table(["device", "torch", "git commit", "threads", "runs"], rows)
+    rows = [[d, t, (c or "-")[:12], th, p, g, n] for (d, t, c, th, p, g), n in seen.items()]
+    return _table(["device", "torch", "git commit", "threads", "precision", "runs in its group", "runs"], rows)
 
 
 def _section(folder: Path, figure_dir: Path) -> tuple[str, list[claims_.Verdict], Path | None]:

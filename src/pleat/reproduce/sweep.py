@@ -148,13 +148,22 @@ def reproduce(
         for r in runs:
             state = "todo" if r in todo else "finished"
             print(f"  {state:8} {_describe(r, keys)}  ~{_duration(estimate_seconds(r))}", file=stream)
-        return {"runs": len(runs), "trained": 0, "failed": [], "figure": None, "report": None, "verdicts": []}
+        return {
+            "runs": len(runs),
+            "trained": 0,
+            "failed": [],
+            "diverged": [],
+            "figure": None,
+            "report": None,
+            "verdicts": [],
+        }
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps({"spec": spec.name, "budget": budget, "seeds": seeds}, indent=2))
     assert spec.source is not None  # load_spec records it
     shutil.copyfile(spec.source, out / "spec.toml")
-    failed = []
+    failed: list[tuple[str, str]] = []
+    diverged: list[tuple[str, int]] = []
     if todo:
         by_key = {r.config.key(): r for r in todo}
         if executor == "local":
@@ -167,12 +176,14 @@ def reproduce(
                 progress.finished(_describe(by_key[config.key()], keys), result, error)
                 if error:
                     failed.append((config.key(), error))
+                elif result is not None and "diverged" in result:
+                    diverged.append((_describe(by_key[config.key()], keys), result["diverged"]))
         finally:
             progress.close()
     from pleat.reproduce.report import write_sweep_report
 
     report = write_sweep_report(out)
-    return {"runs": len(runs), "trained": len(todo), "failed": failed, **report}
+    return {"runs": len(runs), "trained": len(todo), "failed": failed, "diverged": diverged, **report}
 
 
 def _device(device: str) -> str:
@@ -218,6 +229,7 @@ def results_table(out: str | Path, spec: Spec | None = None, budget: str | None 
         row["run"] = run_dir.name
         row["best_test_accuracy"] = result["best_test_accuracy"]
         row["final_test_accuracy"] = result["final_test_accuracy"]
+        row["diverged"] = result.get("diverged")  # the epoch its training loss stopped being finite, or None
         row["metrics"] = metrics
         rows.append(row)
     order = list(arms)  # the spec's order: arms, then their grids
