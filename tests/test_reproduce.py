@@ -304,3 +304,48 @@ def test_a_diverging_run_is_reported_and_the_sweep_goes_on(tmp_path, capsys):
     assert len(results) == 6 and sum("diverged" in r for r in results) == 1
     page = (tmp_path / "out" / "report.html").read_text()
     assert "<th>diverged</th>" in page and "float32" in page
+
+
+@needs_data
+@pytest.mark.slow
+def test_a_ray_task_killed_mid_run_is_retried_and_resumes_from_its_checkpoint(tmp_path, tiny, monkeypatch):
+    """kill -9 the Ray worker while it trains a group: Ray runs the task again, which resumes each run from the
+    checkpoint it left in the worker's folder; the numbers are the local executor's."""
+    pytest.importorskip("ray")
+    import threading
+
+    import psutil
+    import ray
+
+    local = reproduce(tiny, budget="paper", out=tmp_path / "local", data_dir=str(SHARED), workers=2, seeds=1)
+    monkeypatch.setenv("HOME", str(tmp_path / "worker-home"))
+    worker_runs = tmp_path / "worker-home" / ".cache" / "pleat" / "ray-runs"
+    killed = []
+
+    def kill_a_training_worker():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            if list(worker_runs.glob("*/state.json")):  # a group has checkpointed an epoch
+                for p in psutil.process_iter(["cmdline"]):
+                    if any("_ray_train" in part for part in p.info["cmdline"] or []):
+                        p.kill()
+                        killed.append(p.pid)
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_a_training_worker)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        killer.start()
+        remote = reproduce(tiny, budget="paper", out=tmp_path / "ray", data_dir=str(SHARED), executor="ray", seeds=1)
+    finally:
+        killer.join()
+        ray.shutdown()
+    assert killed, "no Ray worker was caught training"
+    assert local["trained"] == remote["trained"] == 5 and not remote["failed"]
+    for run in (tmp_path / "local" / "runs").iterdir():
+        a = strip(read_metrics(run / "metrics.jsonl"))
+        b = strip(read_metrics(tmp_path / "ray" / "runs" / run.name / "metrics.jsonl"))
+        assert [r["epoch"] for r in b] == [1, 2, 3]
+        for ra, rb in zip(a, b):
+            assert rb["test_accuracy"] == pytest.approx(ra["test_accuracy"], abs=1e-12)
+            assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-6)
