@@ -20,7 +20,8 @@ mkdir -p "$OUT"
   done; } | tee "$OUT/gpu.txt"
 timeout 120 python -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.txt"
 timeout 90 python benchmarks/objective.py --device "$DEVICE" --no-memory --quick 2>&1 | tee "$OUT/objective.txt"
-timeout 120 python benchmarks/sweep.py group --device "$DEVICE" 2>&1 | tee "$OUT/group.txt"
+{ timeout 120 python benchmarks/sweep.py group --device "$DEVICE"
+  timeout 120 python benchmarks/sweep.py compile --device "$DEVICE"; } 2>&1 | tee "$OUT/group.txt"
 # the paper-budget Fig 3 sweep, one seed: as far as it gets; a later run of this script resumes it
 timeout "$SWEEP_SECONDS" python -m pleat.cli reproduce fig3 --budget paper --seeds 1 --device "$DEVICE" \
   --workers 1 --out results/fig3-paper 2>&1 | tee "$OUT/fig3-paper.txt"

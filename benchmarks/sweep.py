@@ -4,6 +4,7 @@
     PLEAT_DATA=../shared/datasets python benchmarks/sweep.py group --device cuda
     PLEAT_DATA=../shared/datasets python benchmarks/sweep.py executors         # 1, 2, 4 local workers and Ray
     PLEAT_DATA=../shared/datasets python benchmarks/sweep.py paper --device cuda  # Fig 3 at paper budget, 1 seed
+    python benchmarks/sweep.py compile [--device cuda]    # a group's step eager vs torch.compile (CUDA graphs)
 
 group: the 25 runs of one seed of Figure 3 (fc2, Fashion-MNIST, PLA with y = 4 on {1}, {2}, {1,2} x 8 radii, and
 plain), one epoch on a training subset, at batch 256 (the paper's) and 32. Both sides train the same runs into
@@ -76,6 +77,48 @@ def group(args) -> None:
         )
 
 
+def compile_(args) -> None:
+    """The loss and gradient of a group (8 runs of fc2, PLA on layer 2, y = 4), eager against torch.compile (and,
+    on CUDA, mode="reduce-overhead": CUDA graphs); median of 3 x 20 steps after a warm-up."""
+    import torch.nn.functional as F
+
+    from pleat.models import build
+    from pleat.stacked import Stacked
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    runs, points = 8, 5
+    model = build("fc2")
+    params = {n: torch.stack([p.detach()] * runs).to(device).requires_grad_() for n, p in model.named_parameters()}
+    deltas = {"fc2.weight": (torch.rand(runs, points - 1, 784, 784, device=device) - 0.5) * 0.02}
+    net = Stacked(model)
+
+    def loss(params, x, y, deltas):
+        out = net(params, x, deltas)
+        k, q, b = out.shape[:3]
+        targets = y.unsqueeze(1).expand(k, q, b).flatten()
+        return F.cross_entropy(out.flatten(0, 2), targets, reduction="none").view(k, q, b).mean(2).mean(1).sum()
+
+    modes = {"eager": loss, "compiled": torch.compile(loss)}
+    if device.type == "cuda":
+        modes["compiled, CUDA graphs"] = torch.compile(loss, mode="reduce-overhead")
+    print(f"group loss + gradient, {runs} runs x {points} points, fc2, device {_device_name(args.device)}")
+    for batch_size in (32, 256):
+        x = torch.rand(runs, batch_size, 1, 28, 28, device=device)
+        y = torch.randint(0, 10, (runs, batch_size), device=device)
+        times = {}
+        for name, fn in modes.items():
+
+            def step(fn=fn):
+                return torch.autograd.grad(fn(params, x, y, deltas), list(params.values()))
+
+            for _ in range(3):
+                step()
+            times[name] = sorted(_timed(lambda: [step() for _ in range(20)], args.device) / 20 for _ in range(3))[1]
+        base = times["eager"]
+        print(f"batch {batch_size}: " + ", ".join(f"{k} {v * 1e3:.2f} ms ({base / v:.2f}x)" for k, v in times.items()))
+
+
 def paper(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp) / "fig3-paper"
@@ -132,7 +175,7 @@ def _device_name(device: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", nargs="?", default="group", choices=("group", "executors", "paper"))
+    parser.add_argument("mode", nargs="?", default="group", choices=("group", "executors", "paper", "compile"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--train-subset", type=int, default=6000, help="group, executors: training examples")
     parser.add_argument("--workers", default="1,2,4", help="executors: local worker counts to time")
@@ -140,7 +183,7 @@ def main() -> None:
     parser.add_argument("--one-by-one", action="store_true", help="executors: no vectorised groups")
     parser.add_argument("--out", help="paper: keep the sweep here (default: a temporary folder)")
     args = parser.parse_args()
-    {"group": group, "executors": executors, "paper": paper}[args.mode](args)
+    {"group": group, "executors": executors, "paper": paper, "compile": compile_}[args.mode](args)
 
 
 if __name__ == "__main__":
