@@ -30,7 +30,7 @@ from pleat.kernels import Box
 from pleat.select import select
 from pleat.stacked import Stacked
 from pleat.store import RunStore, environment
-from pleat.temperature import LayerTemperature
+from pleat.temperature import LayerTemperature, welford_
 
 KINDS = ("none", "pla", "plea")
 # keys that must be equal for runs to share a program (the rest may differ run by run)
@@ -97,9 +97,7 @@ class _Probe:
     def step(self, grads: list[Tensor]) -> None:
         s = torch.stack([g.abs().flatten(1).mean(1) for g in grads], dim=1).to(torch.float64)  # [K, layers]
         self.counts += 1  # no host-to-device copy per step
-        delta = s - self.mean
-        self.mean += delta / self.counts
-        self.m2 += delta * (s - self.mean)
+        welford_(self.mean, self.m2, s, self.counts)
         self.count = [c + 1 for c in self.count]
 
     def close(self, k: int) -> dict[str, tuple[float, float]]:
@@ -166,6 +164,7 @@ def _train(configs: list[Config], stores: list[RunStore], device: torch.device) 
     env = {**environment(device), "precision": single.PRECISIONS[configs[0].dtype], "vectorised_group": len(configs)}
     started = time.time()
     runs, lone, results = [], [], {}
+    position: dict[int, int] = {}  # id of a training run -> its place in `configs`
     for k, (config, store) in enumerate(zip(configs, stores)):  # each run read as a lone run reads it
         store.create(env)
         model = single.init_model(config, device)
@@ -180,15 +179,15 @@ def _train(configs: list[Config], stores: list[RunStore], device: torch.device) 
         kernel = Box(config.radius, config.sharpness)
         runs.append(_Run(config, store, noise, kernel, smoothed, history, probe.history))
         lone.append((model, optimizer, probe.state_dict()))
+        position[id(runs[-1])] = k
     if runs:
         group = _Group(runs, lone, device)
         del lone
-        index = {id(r): k for k, r in zip((k for k in range(len(configs)) if k not in results), runs)}
         epochs = max(r.config.epochs - r.epoch for r in runs)
         bar = single._progress(range(epochs), any(c.progress for c in configs), desc=f"group of {len(runs)}")
         for _ in bar:
             for run in group.epoch(data, autocast):
-                results[index[id(run)]] = single.finish(run.store, run.history, started)
+                results[position[id(run)]] = single.finish(run.store, run.history, started)
             if not group.runs:
                 break
     return [results[k] for k in range(len(configs))]
@@ -203,17 +202,19 @@ class _Group:
         self.template, self.template_optimizer = lone[0][0], lone[0][1]
         self.net = Stacked(self.template)
         names = [n for n, _ in self.template.named_parameters()]
-        self.params = {n: torch.stack([m.get_parameter(n).detach() for m, _, _ in lone]) for n in names}
+        stacked = {n: torch.stack([m.get_parameter(n).detach() for m, _, _ in lone]) for n in names}
+        self.params = {n: p.requires_grad_() for n, p in stacked.items()}  # leaves, updated in place
         self.momentum = {}
         for n in names:
             buffers = [o.state.get(m.get_parameter(n), {}).get("momentum_buffer") for m, o, _ in lone]
             self.momentum[n] = torch.stack(
                 [torch.zeros_like(m.get_parameter(n)) if b is None else b for (m, _, _), b in zip(lone, buffers)]
             )
-        self.probe = _Probe(LayerTemperature(self.template).names, len(runs), device)
+        watched = LayerTemperature(self.template)
+        self.probe = _Probe(watched.names, len(runs), device)
         for k, (_, _, probe) in enumerate(lone):
             self.probe.load(k, probe)
-        self.weights = [s.name for s in LayerTemperature(self.template).selected]
+        self.weights = [s.name for s in watched.selected]
         self.smoothed = [n for n in names if any(n in r.smoothed for r in runs)]
         self.points = max((r.config.samples + 1 for r in runs if r.smoothed), default=1)
         self._hyper()
@@ -234,7 +235,7 @@ class _Group:
     def keep(self, rows: list[int]) -> None:
         """Go on with the runs at `rows` only."""
         self.runs = [self.runs[k] for k in rows]
-        self.params = {n: p[rows] for n, p in self.params.items()}
+        self.params = {n: p.detach()[rows].requires_grad_() for n, p in self.params.items()}
         self.momentum = {n: b[rows] for n, b in self.momentum.items()}
         self.probe.keep(rows)
         self._hyper()
@@ -257,7 +258,7 @@ class _Group:
     def step(self, x: Tensor, y: Tensor, autocast) -> tuple[Tensor, Tensor]:
         """One training step of every run on its batch (x `[K, B, ...]`, y `[K, B]`); returns the centre losses
         `[K]` and the centre outputs `[K, B, classes]`, detached."""
-        params = {n: p.requires_grad_() for n, p in self.params.items()}
+        params = self.params  # leaves: the update below is in place
         with autocast():
             out = self.net(params, x, self._draw() if self.smoothed else None)
         k, q, b = out.shape[:3]
@@ -272,13 +273,12 @@ class _Group:
         self.probe.step([grads[n] for n in self.weights])
         with torch.no_grad():
             for n in names:  # torch.optim.SGD (no dampening, no Nesterov), each run with its own lr, μ, decay
-                p, g, buffer = params[n].detach(), grads[n], self.momentum[n]
+                p, g, buffer = params[n], grads[n], self.momentum[n]
                 shape = (-1,) + (1,) * (p.dim() - 1)
                 if self.decayed:
                     g = g.addcmul(p, self.decay.view(shape))
                 buffer.mul_(self.mu.view(shape)).add_(g)
                 p.addcmul_(self.lr.view(shape), buffer, value=-1)
-                self.params[n] = p
         return losses[:, 0].detach(), out[:, 0].detach()
 
     def epoch(self, data, autocast) -> list[_Run]:
@@ -341,8 +341,9 @@ class _Group:
         with torch.no_grad():
             for n, p in model.named_parameters():
                 p.copy_(self.params[n][k])
-        optimizer.param_groups[0].update(lr=run.config.lr, momentum=run.config.momentum)
-        optimizer.param_groups[0]["weight_decay"] = run.config.weight_decay
+        optimizer.param_groups[0].update(
+            lr=run.config.lr, momentum=run.config.momentum, weight_decay=run.config.weight_decay
+        )
         optimizer.state.clear()
         if run.config.momentum:
             for n, p in model.named_parameters():

@@ -10,6 +10,14 @@ from torch import Tensor, nn
 from pleat.select import LayerSpec, select
 
 
+@torch.no_grad()
+def welford_(mean: Tensor, m2: Tensor, value: Tensor, count: float | Tensor) -> None:
+    """Welford's update, in place: the running mean and sum of squared deviations after the `count`-th value."""
+    delta = value - mean
+    mean += delta / count
+    m2 += delta * (value - mean)
+
+
 class LayerTemperature:
     """Per-layer training signal s_I = (1/N_I) Σ_{ω∈Ω_I} |∂L/∂ω| (eq 2) and its noise (std across minibatches).
 
@@ -61,10 +69,8 @@ class LayerTemperature:
         self.count += 1
         if self._mean is None or self._m2 is None:
             self._mean, self._m2 = s.clone(), torch.zeros_like(s)
-        else:  # Welford: stable running mean and sum of squared deviations
-            delta = s - self._mean
-            self._mean += delta / self.count
-            self._m2 += delta * (s - self._mean)
+        else:
+            welford_(self._mean, self._m2, s, self.count)
         return s
 
     def epoch(self) -> dict[str, tuple[float, float]]:
