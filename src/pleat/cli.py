@@ -90,7 +90,7 @@ def _reproduce(args) -> int:
     for what, epoch in done["diverged"]:
         print(f"run {what} diverged: its training loss was not finite at epoch {epoch}", file=sys.stderr)
     for v in done["verdicts"]:
-        print(f"  {v.verdict:>15}  {v.text}")
+        print(f"  {v.verdict:>26}  {v.text}")
     print(f"figure {done['figure']}, report {done['report']}")
     return 1 if done["failed"] else 0
 
@@ -100,7 +100,7 @@ def _report(args) -> int:
 
     path, verdicts, _ = write_report(args.dirs, args.out)
     for v in verdicts:
-        print(f"  {v.verdict:>15}  {v.text}")
+        print(f"  {v.verdict:>26}  {v.text}")
     print(f"report {path}")
     return 0
 
@@ -124,7 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument(
         "figure", help="fig1, fig3, fig4-left, fig4-right, fig5, fig6, fig7, fig8, baselines, or a spec file"
     )
-    rep.add_argument("--budget", default="smoke", help="smoke (seconds, mechanics) | quick (~1 h on 2 cores) | paper")
+    rep.add_argument(
+        "--budget",
+        default="smoke",
+        help="smoke (seconds, mechanics) | quick (~1 h on 2 cores) | decisive (the paper's protocol, fixed settings)"
+        " | paper",
+    )
     rep.add_argument("--seeds", type=int, help="seeds per setting (default: the budget's, 3 for quick and paper)")
     rep.add_argument("--executor", default="local", help="local (a pool of processes) | ray (a Ray cluster)")
     rep.add_argument("--workers", type=int, help="local processes; the cores are divided between them")

@@ -1,200 +1,309 @@
-"""The paper's claims as code: each check reads a sweep's results table and returns a verdict with its numbers.
+"""The paper's claims as code: each check quotes its sentence, reads a sweep's results table and states the tests
+that encode it; `judge` runs them, corrects the whole report for multiplicity and returns one verdict per claim.
 
-The table has one row per finished run: its arm, its config keys (`layers` as a tuple, `radius`, `seed`, ...) and
-`best_test_accuracy`, `final_test_accuracy` (and `metrics`, the per-epoch records, for Figure 1). A comparison
-averages each seed's runs over the keys it pools (e.g. the R grid), then takes the difference of the two means
-with a 95% Welch interval: "supported" when the interval lies on the claimed side of zero (or, for "matches" claims,
-inside ±margin), "contradicted" when it lies on the other side (outside the margin), "inconclusive" otherwise, and
-"not enough runs" when a side has fewer than 2 seeds.
+The table has one row per finished run: its arm, its config keys (`layers` as a tuple, `radius`, `seed`, ...),
+`best_test_accuracy`, `final_test_accuracy` and `metrics` (the per-epoch records). A test compares two sets of
+runs through one value per seed (the mean over the keys it pools, e.g. the R grid): paired over common seeds,
+Welch otherwise (see `pleat.reproduce.stats`). Each test is one hypothesis in the report's Holm family, so that no
+setting is chosen on the runs that then test it: a claim about "some setting" tests every setting the budget has
+(fixed in advance by the spec) and survives the correction or not.
+
+Verdict of a test whose claim has a direction:
+- "supported": the Holm-adjusted test excludes zero in the paper's direction;
+- "contradicted": it excludes zero in the other direction;
+- "no effect within ±m": the Holm-adjusted equivalence test puts the difference within the spec's margin m;
+- "inconclusive": anything else; "not enough runs" below 2 seeds a side;
+- "collapsed": an arm's final train accuracy is more than 5 points below plain SGD's. A collapsed run is an
+  optimisation failure, not the paper's effect, so it supports nothing; the report lists collapses as a finding.
+A claim that two things match ("y = 8 is comparable to y = 4") is supported by the equivalence test and
+contradicted when the difference is beyond the margin. A claim's verdict combines its tests by its rule: `all`
+(each must hold), `any` (one setting suffices), `best` (never beaten, beating some) or `not_worse`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from pleat.reproduce.stats import ALPHA, Estimate, compare, holm
 
 METRIC = "best_test_accuracy"  # the paper's early-stopping view
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131]
-_T975 += [2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+COLLAPSE = 0.05  # train accuracy this far below plain SGD's is a collapse, not a regularisation effect
+RULES = ("all", "any", "best", "not_worse", "not_better")
+
+
+@dataclass(frozen=True)
+class Test:
+    """One comparison a - b: the paper says a > b (direction +1), a < b (-1) or a = b within the margin (0)."""
+
+    what: str
+    estimate: Estimate | None
+    direction: int
+    margin: float = 0.0
+    collapsed: str = ""  # which side collapsed, if one did
+    # filled by `judge`: Holm-adjusted p-values of "no difference" (or, direction 0, "beyond the margin") and
+    # of "at least the margin away" (equivalence), and the verdict
+    p: float | None = None
+    q: float | None = None
+    verdict: str = ""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a check found: tests (or nested findings) and the rule that combines their verdicts."""
+
+    rule: str
+    parts: tuple = ()
+    note: str = ""  # said in the report's detail column
+    verdict: str = ""  # set directly by checks that count runs (Figure 1), or when nothing could be compared
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """A claim, what the runs show and the verdict. `difference` and `interval` are in accuracy units."""
+    """A claim, the sentence it encodes, what the runs show and the verdict. Differences are in accuracy units."""
 
     claim: str  # the check's name
-    text: str  # the paper's claim in words
-    verdict: str  # supported | contradicted | inconclusive | not enough runs
-    difference: float | None = None
-    interval: tuple[float, float] | None = None
-    seeds: int = 0  # the fewest seeds on either side of the comparison
-    detail: str = ""  # what was compared with what
+    text: str  # the claim in a few words
+    verdict: str  # supported | contradicted | no effect within ±m | inconclusive | not enough runs | finding
+    difference: float | None = None  # of the test shown (the one that decided the verdict)
+    interval: tuple[float, float] | None = None  # its 95% interval (unadjusted)
+    seeds: int = 0
+    detail: str = ""  # every test, with its difference, interval and verdict
+    quote: str = ""  # the paper's sentence, with its section
+    p: float | None = None  # Holm-adjusted p-value of the test shown
+    paired: bool = False
+    tests: tuple[Test, ...] = field(default_factory=tuple)
 
 
-def t975(df: float) -> float:
-    """The 97.5% quantile of Student's t with `df` degrees of freedom (rounded down: conservative)."""
-    d = max(1, int(df))
-    if d <= 30:
-        return _T975[d - 1]
-    return 2.021 if d < 60 else 2.000 if d < 120 else 1.980 if d < 1000 else 1.960
+def no_effect(margin: float) -> str:
+    return f"no effect within ±{100 * margin:g} points"
 
 
-def difference(a: list[float], b: list[float]) -> tuple[float, tuple[float, float]]:
-    """mean(a) - mean(b) and its 95% Welch interval (a and b: one value per seed)."""
-    na, nb = len(a), len(b)
-    ma, mb = sum(a) / na, sum(b) / nb
-    va = sum((x - ma) ** 2 for x in a) / (na - 1)
-    vb = sum((x - mb) ** 2 for x in b) / (nb - 1)
-    se2 = va / na + vb / nb
-    d = ma - mb
-    if se2 == 0:
-        return d, (d, d)
-    df = se2**2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
-    half = t975(df) * math.sqrt(se2)
-    return d, (d - half, d + half)
+# The table
 
 
-def per_seed(rows, metric: str = METRIC) -> list[float]:
-    """One value per seed: the mean of `metric` over that seed's rows (pooling, e.g., the R grid)."""
-    return [float(v) for v in rows.groupby("seed")[metric].mean()]
+def per_seed(rows, metric: str = METRIC) -> dict:
+    """{seed: the mean of `metric` over that seed's rows} (pooling, e.g., the R grid)."""
+    if rows.empty:
+        return {}
+    values = rows[metric] if metric in rows else rows.apply(_METRICS[metric], axis=1)
+    return {int(s): float(v) for s, v in values.groupby(rows["seed"]).mean().items()}
 
 
-def greater(claim: str, a, b, detail: str, margin: float = 0.0) -> Verdict:
-    """Is `a` above `b` (rows of the table, pooled per seed)? margin > 0: do they match within ±margin instead?"""
-    text = CHECKS[claim][0]
-    xa, xb = per_seed(a), per_seed(b)
-    n = min(len(xa), len(xb))
-    if n < 2:
-        return Verdict(claim, text, "not enough runs", seeds=n, detail=detail)
-    d, (lo, hi) = difference(xa, xb)
-    if margin:
-        verdict = (
-            "supported"
-            if -margin <= lo and hi <= margin
-            else "contradicted"
-            if lo > margin or hi < -margin
-            else "inconclusive"
-        )
-    else:
-        verdict = "supported" if lo > 0 else "contradicted" if hi < 0 else "inconclusive"
-    return Verdict(claim, text, verdict, d, (lo, hi), n, detail)
+def _last(row, key: str) -> float:
+    metrics = row.get("metrics")
+    if not isinstance(metrics, list) or not metrics or key not in metrics[-1]:
+        return float("nan")
+    return float(metrics[-1][key])
 
 
-def missing(claim: str, why: str) -> Verdict:
-    return Verdict(claim, CHECKS[claim][0], "not enough runs", detail=why)
+def _early_gain(row) -> float:
+    """Test accuracy at a quarter of training minus the final one (per run; compared between arms)."""
+    metrics = row.get("metrics")
+    if not isinstance(metrics, list) or not metrics:
+        return float("nan")
+    early = metrics[max(0, len(metrics) // 4 - 1)]
+    return float(early["test_accuracy"]) - float(metrics[-1]["test_accuracy"])
 
 
-def _subset(table, *layers: int):
+_METRICS: dict[str, Callable] = {
+    "final_train_accuracy": lambda row: _last(row, "train_accuracy"),
+    "early_minus_final": _early_gain,
+}
+
+
+def _collapsed(rows, plain) -> bool:
+    if plain is None or plain.empty or rows.empty or "metrics" not in rows:
+        return False
+    mine, theirs = per_seed(rows, "final_train_accuracy"), per_seed(plain, "final_train_accuracy")
+    mine = [v for v in mine.values() if v == v]
+    theirs = [v for v in theirs.values() if v == v]
+    return bool(mine and theirs) and sum(mine) / len(mine) < sum(theirs) / len(theirs) - COLLAPSE
+
+
+def versus(what: str, a, b, direction: int, spec, plain=None, metric: str = METRIC) -> Test:
+    """The test of a - b (rows of the table); `plain`: plain SGD's rows, against which collapse is judged."""
+    estimate = compare(per_seed(a, metric), per_seed(b, metric))
+    collapsed = " and ".join(side for side, rows in (("first", a), ("second", b)) if _collapsed(rows, plain))
+    return Test(what, estimate, direction, spec.margin, collapsed)
+
+
+def smoothed(table):
+    return table[table["kind"].isin(["pla", "plea"])]
+
+
+def subset(table, *layers):
     return table[(table["kind"].isin(["pla", "plea"])) & (table["layers"] == tuple(layers))]
 
 
-def _plain(table):
+def plain(table):
     return table[(table["kind"] == "none") & (table["weight_decay"] == 0)]
 
 
-def _name(layers) -> str:
+def name(layers) -> str:
     return "{" + ",".join(str(x) for x in layers) + "}"
 
 
-def best_setting(rows, keys: list[str]):
-    """The rows of the setting (values of `keys`) with the highest mean metric, and that setting."""
-    setting = rows[keys].astype(str).agg("|".join, axis=1)  # tuples of layers group safely as strings
-    best = rows[setting == rows.groupby(setting)[METRIC].mean().idxmax()]
-    return best, {k: best[k].iloc[0] for k in keys}
+def radii(table) -> list[float]:
+    return sorted(smoothed(table)["radius"].unique())
 
 
-def setting_text(kind: str, setting: dict) -> str:
-    """A method's hyperparameters in words: R for the box and the noise, ρ for SAM, none for plain SGD's radius."""
+def _at(table, r):
+    return table[table["radius"] == r]
+
+
+def _r(r) -> str:
+    return f"R = {r:g}"
+
+
+def _settings(rows, keys: list[str]):
+    """(setting, rows) for each combination of `keys` present, in the table's order."""
+    present = [k for k in keys if k in rows]
+    return [(dict(zip(present, v)), g) for v, g in rows.groupby(present, sort=False)] if present else []
+
+
+def _describe(setting: dict) -> str:
     parts = []
     for k, v in setting.items():
         if k == "layers":
-            parts.append(_name(v))
-        elif k == "radius" and kind != "none":
-            parts.append(f"{'ρ' if kind == 'sam' else 'R'} = {v:g}")
-        elif k == "weight_decay" and v:
+            parts.append(name(v))
+        elif k == "radius":
+            parts.append(_r(v))
+        elif k == "samples":
+            parts.append(f"y = {v}")
+        elif k == "weight_decay":
             parts.append(f"weight decay {v:g}")
-    return ", ".join(parts)
+        else:
+            parts.append(str(v))
+    return " ".join(parts)
 
 
-def _radii(table) -> list[float]:
-    return sorted(table[table["kind"].isin(["pla", "plea"])]["radius"].unique())
+def empty(why: str) -> Finding:
+    return Finding("all", verdict="not enough runs", note=why)
 
 
 # Figures 3 and 4 left: the 2-layer net, subsets {1}, {2}, {1,2}
 
 
-def smoothing_helps(table, spec) -> Verdict:
-    smoothed = table[table["kind"].isin(["pla", "plea"])]
-    plain = _plain(table)
-    if smoothed.empty or plain.empty:
-        return missing("smoothing_helps", "needs smoothed and plain runs")
-    best, setting = best_setting(smoothed, ["arm", "layers", "radius", "samples"])
-    where = f"{setting['arm']} on {_name(setting['layers'])} at R = {setting['radius']:g}"
-    return greater("smoothing_helps", best, plain, f"{where} (the best setting) against plain SGD")
+def _beats_plain(table, spec, metric: str) -> Finding:
+    base = plain(table)
+    runs = smoothed(table)
+    if runs.empty or base.empty:
+        return empty("needs smoothed and plain runs")
+    tests = [
+        versus(f"{_describe(s)} against plain SGD", rows, base, +1, spec, base, metric)
+        for s, rows in _settings(runs, ["arm", "layers", "radius", "samples"])
+    ]
+    return Finding("any", tuple(tests), "every smoothed setting of the budget against plain SGD")
 
 
-def rise_then_degrade(table, spec) -> Verdict:
-    smoothed = table[table["kind"].isin(["pla", "plea"])]
-    radii = _radii(table)
-    if len(radii) < 3:
-        return missing("rise_then_degrade", "needs at least 3 radii")
-    best, setting = best_setting(smoothed, ["layers"])
-    curve = smoothed[smoothed["layers"] == setting["layers"]]
-    peak = curve.groupby("radius")[METRIC].mean().idxmax()
-    name = _name(setting["layers"])
-    if peak in (radii[0], radii[-1]):
-        end = "smallest" if peak == radii[0] else "largest"
-        v = greater("rise_then_degrade", curve[curve["radius"] == peak], curve[curve["radius"] != peak], "")
-        verdict = "not enough runs" if v.verdict == "not enough runs" else "contradicted"
-        return Verdict(v.claim, v.text, verdict, v.difference, v.interval, v.seeds, f"{name} peaks at the {end} R")
-    rise = greater("rise_then_degrade", curve[curve["radius"] == peak], curve[curve["radius"] == radii[0]], "")
-    fall = greater("rise_then_degrade", curve[curve["radius"] == peak], curve[curve["radius"] == radii[-1]], "")
-    worst = min((rise, fall), key=lambda v: v.interval[0] if v.interval else -math.inf)
-    detail = f"{name} peaks at R = {peak:g}; shown: the peak against the end of the R grid it beats least"
-    return Verdict(worst.claim, worst.text, worst.verdict, worst.difference, worst.interval, worst.seeds, detail)
+def smoothing_helps(table, spec) -> Finding:
+    return _beats_plain(table, spec, METRIC)
 
 
-def single_beats_isotropic(table, spec) -> Verdict:
-    return greater(
-        "single_beats_isotropic", _subset(table, 2), _subset(table, 1, 2), "{2} against {1,2}, averaged over R"
+def smoothing_helps_final(table, spec) -> Finding:
+    return _beats_plain(table, spec, "final_test_accuracy")
+
+
+def _curve_ends(table, layers):
+    """The rows of a subset at its smallest and largest R, or plain SGD as the R -> 0 end when it has one R."""
+    curve = subset(table, *layers)
+    rs = sorted(curve["radius"].unique())
+    if not rs:
+        return None
+    if len(rs) == 1:
+        return (plain(table), "plain SGD (R = 0)"), (_at(curve, rs[0]), f"{name(layers)} at {_r(rs[0])}")
+    return (_at(curve, rs[0]), f"{name(layers)} at {_r(rs[0])}"), (
+        _at(curve, rs[-1]),
+        f"{name(layers)} at {_r(rs[-1])}",
     )
 
 
-def layer2_best(table, spec) -> Verdict:
-    verdicts = []
-    for r in _radii(table):
-        at = table[table["radius"] == r]
-        others = [s for s in ((1,), (1, 2)) if not _subset(at, *s).empty]
-        if not others:
-            continue
-        rival = max(others, key=lambda s: _subset(at, *s)[METRIC].mean())
-        verdicts.append(
-            greater("layer2_best", _subset(at, 2), _subset(at, *rival), f"{{2}} against {_name(rival)} at R = {r:g}")
+def rise_then_degrade(table, spec) -> Finding:
+    parts = []
+    for layers in sorted(set(smoothed(table)["layers"])):
+        curve = subset(table, *layers)
+        rs = sorted(curve["radius"].unique())
+        for r in rs[1:-1]:
+            mid = _at(curve, r)
+            rise = versus(f"{name(layers)} at {_r(r)} against {_r(rs[0])}", mid, _at(curve, rs[0]), +1, spec)
+            fall = versus(f"{name(layers)} at {_r(r)} against {_r(rs[-1])}", mid, _at(curve, rs[-1]), +1, spec)
+            parts.append(Finding("all", (rise, fall)))
+    if not parts:
+        return empty("needs a subset at 3 or more radii")
+    return Finding(
+        "any", tuple(parts), "some subset has an inner R above both ends of its R grid (every inner R tested)"
+    )
+
+
+def single_layer_saturates(table, spec) -> Finding:
+    tests = []
+    for layers in ((1,), (2,)):
+        ends = _curve_ends(table, layers)
+        if ends and len(subset(table, *layers)["radius"].unique()) > 1:
+            (small, s_name), (large, l_name) = ends
+            tests.append(versus(f"{l_name} against {s_name}", large, small, +1, spec, plain(table)))
+    if not tests:
+        return empty("needs {1} or {2} at 2 or more radii")
+    return Finding("all", tuple(tests), "each single layer's largest R against its smallest")
+
+
+def isotropic_degrades(table, spec) -> Finding:
+    ends = _curve_ends(table, (1, 2))
+    if ends is None or ends[0][0].empty:
+        return empty("needs {1,2} at 2 radii, or at 1 radius and plain SGD")
+    (small, s_name), (large, l_name) = ends
+    return Finding("all", (versus(f"{l_name} against {s_name}", large, small, -1, spec, plain(table)),))
+
+
+def single_beats_isotropic(table, spec) -> Finding:
+    tests = [
+        versus(
+            f"{{2}} against {{1,2}} at {_r(r)}",
+            subset(_at(table, r), 2),
+            subset(_at(table, r), 1, 2),
+            +1,
+            spec,
+            plain(table),
         )
-    return _all(verdicts, "layer2_best")
+        for r in radii(table)
+        if not subset(_at(table, r), 2).empty and not subset(_at(table, r), 1, 2).empty
+    ]
+    if not tests:
+        return empty("needs {2} and {1,2} at a common R")
+    return Finding("best", tuple(tests), "at every R both were run: never behind, ahead somewhere")
 
 
-def isotropic_small_r_only(table, spec) -> Verdict:
-    radii = _radii(table)
-    if len(radii) < 2:
-        return missing("isotropic_small_r_only", "needs at least 2 radii")
-    small, large = (table[table["radius"] == r] for r in (radii[0], radii[-1]))
-    competitive = greater("isotropic_small_r_only", _subset(small, 1, 2), _subset(small, 1), "")
-    behind = greater("isotropic_small_r_only", _subset(large, 2), _subset(large, 1, 2), "")
-    detail = (
-        f"at R = {radii[0]:g}, {{1,2}} - {{1}} = {_fmt(competitive)}; at R = {radii[-1]:g}, {{2}} - {{1,2}} = "
-        f"{_fmt(behind)} (shown)"
+def _is_best(table, spec, winner: tuple, rivals: list[tuple], rs: list[float]) -> Finding:
+    tests = []
+    for r in rs:
+        at = _at(table, r)
+        for rival in rivals:
+            if not subset(at, *winner).empty and not subset(at, *rival).empty:
+                what = f"{name(winner)} against {name(rival)} at {_r(r)}"
+                tests.append(versus(what, subset(at, *winner), subset(at, *rival), +1, spec, plain(table)))
+    if not tests:
+        return empty(f"needs {name(winner)} and a rival at a common R")
+    return Finding("best", tuple(tests), f"{name(winner)} never behind another subset, ahead of some")
+
+
+def layer2_best(table, spec) -> Finding:
+    return _is_best(table, spec, (2,), [(1,), (1, 2)], radii(table))
+
+
+def isotropic_small_r_only(table, spec) -> Finding:
+    rs = [r for r in radii(table) if not subset(_at(table, r), 1).empty and not subset(_at(table, r), 1, 2).empty]
+    if len(rs) < 2:
+        return empty("needs {1} and {1,2} at 2 or more common radii")
+    small, large = _at(table, rs[0]), _at(table, rs[-1])
+    base = plain(table)
+    competitive = versus(f"{{1,2}} against {{1}} at {_r(rs[0])}", subset(small, 1, 2), subset(small, 1), +1, spec, base)
+    behind = versus(f"{{1}} against {{1,2}} at {_r(rs[-1])}", subset(large, 1), subset(large, 1, 2), +1, spec, base)
+    return Finding(
+        "all",
+        (Finding("not_worse", (competitive,)), behind),
+        "isotropic not behind the 1st layer at the smallest R, behind it at the largest",
     )
-    if "not enough runs" in (competitive.verdict, behind.verdict):
-        verdict = "not enough runs"
-    elif behind.verdict == "supported" and competitive.verdict != "contradicted":
-        verdict = "supported"
-    elif behind.verdict == "contradicted":
-        verdict = "contradicted"
-    else:
-        verdict = "inconclusive"
-    return Verdict(behind.claim, behind.text, verdict, behind.difference, behind.interval, behind.seeds, detail)
 
 
 # Figure 4 right: the 3-layer net, the 7 subsets of {1,2,3}
@@ -202,130 +311,180 @@ def isotropic_small_r_only(table, spec) -> Verdict:
 SUBSETS3 = [(1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3)]
 
 
-def _against_rest(claim: str, table, r: float, winners: list[tuple], losers: list[tuple], detail: str) -> Verdict:
-    """Does the best of `winners` beat the best of `losers` at radius r (or the worst of them when reversed)?"""
-    at = table[table["radius"] == r]
-    present = [s for s in winners + losers if not _subset(at, *s).empty]
-    win = [s for s in winners if s in present]
-    lose = [s for s in losers if s in present]
-    if not win or not lose:
-        return missing(claim, f"needs runs of {', '.join(map(_name, winners + losers))} at R = {r:g}")
-    w = max(win, key=lambda s: _subset(at, *s)[METRIC].mean())
-    rival = max(lose, key=lambda s: _subset(at, *s)[METRIC].mean())
-    return greater(
-        claim, _subset(at, *w), _subset(at, *rival), f"{_name(w)} against {_name(rival)} at R = {r:g} {detail}"
-    )
-
-
-def isotropic_worst_large_r(table, spec) -> Verdict:
-    radii = _radii(table)
-    if not radii:
-        return missing("isotropic_worst_large_r", "needs smoothed runs")
-    at = table[table["radius"] == radii[-1]]
-    others = [s for s in SUBSETS3[:-1] if not _subset(at, *s).empty]
-    if not others or _subset(at, 1, 2, 3).empty:
-        return missing("isotropic_worst_large_r", "needs {1,2,3} and other subsets at the largest R")
-    weakest = min(others, key=lambda s: _subset(at, *s)[METRIC].mean())
-    return greater(
-        "isotropic_worst_large_r",
-        _subset(at, *weakest),
-        _subset(at, 1, 2, 3),
-        f"the weakest other subset {_name(weakest)} against {{1,2,3}} at R = {radii[-1]:g}",
-    )
-
-
-def layers13_best_small_r(table, spec) -> Verdict:
-    radii = _radii(table)
-    if not radii:
-        return missing("layers13_best_small_r", "needs smoothed runs")
-    rest = [s for s in SUBSETS3 if s != (1, 3)]
-    return _against_rest("layers13_best_small_r", table, radii[0], [(1, 3)], rest, "(the smallest R)")
-
-
-def single_deep_best_large_r(table, spec) -> Verdict:
-    radii = _radii(table)
-    if not radii:
-        return missing("single_deep_best_large_r", "needs smoothed runs")
-    rest = [s for s in SUBSETS3 if s not in ((2,), (3,))]
-    return _against_rest("single_deep_best_large_r", table, radii[-1], [(2,), (3,)], rest, "(the largest R)")
-
-
-def deeper_profit_more(table, spec) -> Verdict:
-    steps = [
-        greater("deeper_profit_more", _subset(table, 3), _subset(table, 2), "{3} against {2}, averaged over R"),
-        greater("deeper_profit_more", _subset(table, 2), _subset(table, 1), "{2} against {1}, averaged over R"),
+def isotropic_worst_large_r(table, spec) -> Finding:
+    rs = radii(table)
+    if not rs:
+        return empty("needs smoothed runs")
+    at = _at(table, rs[-1])
+    tests = [
+        versus(
+            f"{name(s)} against {{1,2,3}} at {_r(rs[-1])}", subset(at, *s), subset(at, 1, 2, 3), +1, spec, plain(table)
+        )
+        for s in SUBSETS3[:-1]
+        if not subset(at, *s).empty and not subset(at, 1, 2, 3).empty
     ]
-    return _all(steps, "deeper_profit_more")
+    if not tests:
+        return empty("needs {1,2,3} and other subsets at the largest R")
+    return Finding("all", tuple(tests), "every other subset ahead of {1,2,3} at the largest R")
+
+
+def layers13_best_small_r(table, spec) -> Finding:
+    rs = radii(table)
+    if not rs:
+        return empty("needs smoothed runs")
+    return _is_best(table, spec, (1, 3), [s for s in SUBSETS3 if s != (1, 3)], rs[:1])
+
+
+def single_deep_best_large_r(table, spec) -> Finding:
+    rs = radii(table)
+    if not rs:
+        return empty("needs smoothed runs")
+    rest = [s for s in SUBSETS3 if s not in ((2,), (3,))]
+    parts = tuple(_is_best(table, spec, w, rest, rs[-1:]) for w in ((2,), (3,)))
+    return Finding("any", parts, "{2} or {3} never behind the other subsets at the largest R, ahead of some")
+
+
+def deeper_profit_more(table, spec) -> Finding:
+    tests = [
+        versus(f"{name(s)} against {{1}}, averaged over R", subset(table, *s), subset(table, 1), +1, spec)
+        for s in ((2,), (3,))
+        if not subset(table, *s).empty and not subset(table, 1).empty
+    ]
+    if not tests:
+        return empty("needs {1} and a deeper single layer")
+    return Finding("all", tuple(tests), "each deeper single layer ahead of the first")
 
 
 # Figure 5
 
 
-def y8_matches_y4(table, spec) -> Verdict:
-    smoothed = table[table["kind"].isin(["pla", "plea"])]
-    return greater(
-        "y8_matches_y4",
-        smoothed[smoothed["samples"] == 8],
-        smoothed[smoothed["samples"] == 4],
-        f"y = 8 against y = 4, averaged over subsets and R; equivalence margin ±{spec.margin:g}",
-        margin=spec.margin,
-    )
+def y8_matches_y4(table, spec) -> Finding:
+    runs = smoothed(table)
+    tests = [
+        versus(
+            f"y = 8 against y = 4 on {name(s)}, averaged over R",
+            rows[rows["samples"] == 8],
+            rows[rows["samples"] == 4],
+            0,
+            spec,
+        )
+        for s, rows in runs.groupby("layers", sort=False)
+    ]
+    if not tests:
+        return empty("needs runs at y = 4 and y = 8")
+    return Finding("all", tuple(tests), f"each subset, equivalence margin ±{100 * spec.margin:g} points")
 
 
 # Figures 6-8: the CNNs
 
 
-def _arm(table, prefix: str):
+def arm(table, prefix: str):
     return table[table["arm"].str.startswith(prefix)]
 
 
-def head_helps(table, spec) -> Verdict:
-    heads = _arm(table, "PLA head")
-    if heads.empty:
-        return missing("head_helps", "needs PLA runs on a head layer")
-    best, setting = best_setting(heads, ["arm"])
-    return greater("head_helps", best, _plain(table), f"{setting['arm']} (the better head) against none")
+def _heads(table, spec, metric: str, direction: int = +1) -> tuple[Test, ...]:
+    base = plain(table)
+    return tuple(
+        versus(f"{label} against none", rows, base, direction, spec, base, metric)
+        for label, rows in arm(table, "PLA head").groupby("arm", sort=False)
+    )
 
 
-def conv_hurts(table, spec) -> Verdict:
-    return greater("conv_hurts", _plain(table), _arm(table, "PLA conv"), "none against PLA on the convolutions")
+def head_helps(table, spec) -> Finding:
+    tests = _heads(table, spec, METRIC)
+    if not tests or plain(table).empty:
+        return empty("needs PLA runs on a head layer and plain runs")
+    return Finding("any", tests, "each head layer against none, best test accuracy")
 
 
-def weight_decay_no_use(table, spec) -> Verdict:
+def head_helps_in_sample(table, spec) -> Finding:
+    tests = _heads(table, spec, "final_train_accuracy")
+    if not tests or plain(table).empty:
+        return empty("needs PLA runs on a head layer and plain runs")
+    return Finding("any", tests, "each head layer against none, final train accuracy")
+
+
+def only_with_early_stopping(table, spec) -> Finding:
+    best, final = _heads(table, spec, METRIC), _heads(table, spec, "final_test_accuracy")
+    if not best or plain(table).empty:
+        return empty("needs PLA runs on a head layer and plain runs")
+    return Finding(
+        "all",
+        (Finding("any", best), Finding("not_better", tuple(t for t in final), "final test accuracy")),
+        "a head layer ahead of none in best test accuracy, and none ahead in final test accuracy",
+    )
+
+
+def conv_hurts(table, spec) -> Finding:
+    conv = arm(table, "PLA conv")
+    if conv.empty or plain(table).empty:
+        return empty("needs PLA runs on the convolutions and plain runs")
+    return Finding("all", (versus("PLA on the convolutions against none", conv, plain(table), -1, spec, plain(table)),))
+
+
+def weight_decay_no_use(table, spec) -> Finding:
     decayed = table[(table["kind"] == "none") & (table["weight_decay"] > 0)]
-    verdicts = [
-        greater("weight_decay_no_use", rows, _plain(table), f"weight decay {wd:g} against none", margin=spec.margin)
+    tests = tuple(
+        versus(f"weight decay {wd:g} against none", rows, plain(table), 0, spec)
         for wd, rows in decayed.groupby("weight_decay")
-    ]
-    return _all(verdicts, "weight_decay_no_use")
-
-
-def _beats_baseline(claim: str, table, baseline) -> Verdict:
-    smoothed = table[table["kind"] == "pla"]
-    if smoothed.empty or baseline.empty:
-        return missing(claim, "needs PLA runs and baseline runs")
-    pla, setting = best_setting(smoothed, ["arm", "layers", "radius"])
-    rival, rival_setting = best_setting(baseline, ["arm", "radius", "weight_decay"])
-    what = setting_text(rival["kind"].iloc[0], {k: v for k, v in rival_setting.items() if k != "arm"})
-    detail = (
-        f"PLA on {_name(setting['layers'])} at R = {setting['radius']:g} against {rival_setting['arm']} "
-        f"({what or 'default'}), each at its best"
     )
-    return greater(claim, pla, rival, detail)
+    if not tests or plain(table).empty:
+        return empty("needs weight-decay and plain runs")
+    return Finding("all", tests, f"each weight decay, equivalence margin ±{100 * spec.margin:g} points")
 
 
-def pla_beats_weight_decay(table, spec) -> Verdict:
-    return _beats_baseline(
-        "pla_beats_weight_decay", table, table[(table["kind"] == "none") & (table["weight_decay"] > 0)]
+def pla_early_phase(table, spec) -> Finding:
+    pla, base = arm(table, "PLA"), plain(table)
+    if pla.empty or base.empty or "metrics" not in table:
+        return empty("needs PLA and plain runs with per-epoch records")
+    what = "(PLA - none) at a quarter of training minus (PLA - none) at the end"
+    return Finding("all", (versus(what, pla, base, +1, spec, base, "early_minus_final"),))
+
+
+def _beats_each(table, spec, rivals, rival_keys: list[str]) -> Finding:
+    """Some PLA setting ahead of every setting of a rival method (no setting chosen on the runs)."""
+    pla = table[table["kind"] == "pla"]
+    if pla.empty or rivals.empty:
+        return empty("needs PLA runs and runs of the rival method")
+    parts = []
+    for s, rows in _settings(pla, ["arm", "layers", "radius"]):
+        tests = tuple(
+            versus(f"{_describe(s)} against {_describe(r)}", rows, rival, +1, spec, plain(table))
+            for r, rival in _settings(rivals, rival_keys)
+        )
+        parts.append(Finding("all", tests))
+    return Finding("any", tuple(parts), "some PLA setting ahead of every setting of the rival")
+
+
+def pla_beats_weight_decay(table, spec) -> Finding:
+    rivals = table[(table["kind"] == "none") & (table["weight_decay"] > 0)]
+    return _beats_each(table, spec, rivals, ["weight_decay"])
+
+
+def pla_beats_sam(table, spec) -> Finding:
+    return _beats_each(table, spec, table[table["kind"] == "sam"], ["arm", "radius"])
+
+
+def pla_beats_noise(table, spec) -> Finding:
+    return _beats_each(table, spec, table[table["kind"] == "noise"], ["arm", "layers", "radius"])
+
+
+def pla_plea_analogous(table, spec) -> Finding:
+    pla, plea = table[table["kind"] == "pla"], table[table["kind"] == "plea"]
+    tests = tuple(
+        versus(
+            f"PLEA against PLA on {name(layers)} at {_r(r)}",
+            rows,
+            pla[(pla["radius"] == r) & (pla["layers"] == layers)],
+            0,
+            spec,
+        )
+        for (layers, r), rows in plea.groupby(["layers", "radius"], sort=False)
+        if not pla[(pla["radius"] == r) & (pla["layers"] == layers)].empty
     )
-
-
-def pla_beats_sam(table, spec) -> Verdict:
-    return _beats_baseline("pla_beats_sam", table, table[table["kind"] == "sam"])
-
-
-def pla_beats_noise(table, spec) -> Verdict:
-    return _beats_baseline("pla_beats_noise", table, table[table["kind"] == "noise"])
+    if not tests:
+        return empty("needs PLA and PLEA runs at common settings")
+    return Finding("all", tests, f"at every common setting, equivalence margin ±{100 * spec.margin:g} points")
 
 
 # Figure 1: the layer temperature
@@ -354,79 +513,358 @@ def _regimes_per_run(table):
     return out
 
 
-def _share(claim: str, table, holds: Callable, detail: str) -> Verdict:
+def _share(table, holds: Callable, detail: str) -> Finding:
     found = _regimes_per_run(table)
     if len(found) < 2:
-        return missing(claim, "needs at least 2 runs with probe windows (probe_every > 0)")
+        return empty("needs at least 2 runs with probe windows (probe_every > 0)")
     yes = sum(bool(holds(r, end)) for _, r, end in found)
     verdict = "supported" if yes == len(found) else "contradicted" if yes == 0 else "inconclusive"
-    text = CHECKS[claim][0]
-    return Verdict(claim, text, verdict, yes / len(found), None, len(found), f"{yes} of {len(found)} runs: {detail}")
+    return Finding("all", verdict=verdict, note=f"{yes} of {len(found)} runs: {detail}")
 
 
-def three_regimes(table, spec) -> Verdict:
+def three_regimes(table, spec) -> Finding:
     def holds(r, end):
         peak = max(layer.peak for layer in r.layers)
         return r.signal_end is not None and peak <= r.signal_end <= end / 2
 
     return _share(
-        "three_regimes",
-        table,
-        holds,
-        "every layer's signal peaks, then all layers turn noise-dominated by mid-training and stay so",
+        table, holds, "every layer's signal peaks, then all layers turn noise-dominated by mid-training and stay so"
     )
 
 
-def common_cooling(table, spec) -> Verdict:
+def common_cooling(table, spec) -> Finding:
     return _share(
-        "common_cooling",
         table,
         lambda r, end: r.common_cooling,
         "a late regime of parallel log-curves whose common fit beats independent fits by the BIC",
     )
 
 
-def _all(verdicts: list[Verdict], claim: str) -> Verdict:
-    """Several comparisons that must all hold: the verdict of the weakest, with the others in the detail."""
-    if not verdicts:
-        return missing(claim, "no comparison could be made")
-    order = {"contradicted": 0, "not enough runs": 1, "inconclusive": 2, "supported": 3}
-    worst = min(verdicts, key=lambda v: (order[v.verdict], v.interval[0] if v.interval else 0))
-    detail = "; ".join(f"{v.detail}: {_fmt(v)}" for v in verdicts)
-    return Verdict(claim, worst.text, worst.verdict, worst.difference, worst.interval, worst.seeds, detail)
+# The registry: the claim in a few words, the paper's sentence (with its section), the check
 
 
-def _fmt(v: Verdict) -> str:
-    if v.interval is None:
-        return v.verdict
-    return f"{v.difference:+.4f} [{v.interval[0]:+.4f}, {v.interval[1]:+.4f}]"
+@dataclass(frozen=True)
+class Claim:
+    text: str
+    quote: str
+    check: Callable
 
 
-CHECKS: dict[str, tuple[str, Callable]] = {
-    "smoothing_helps": ("Smoothing improves the best test accuracy over plain SGD", smoothing_helps),
-    "rise_then_degrade": ("Accuracy rises with R up to a maximum, then degrades", rise_then_degrade),
-    "single_beats_isotropic": ("Single-layer smoothing ({2}) clearly beats isotropic ({1,2})", single_beats_isotropic),
-    "layer2_best": ("Layer 2 alone is the best subset over the whole R range", layer2_best),
-    "isotropic_small_r_only": ("Isotropic smoothing is competitive only at very small R", isotropic_small_r_only),
-    "isotropic_worst_large_r": (
+CHECKS: dict[str, Claim] = {
+    "smoothing_helps": Claim(
+        "Smoothing improves the best test accuracy over plain SGD",
+        '§4.1: "In general, the entropic regularizations (22) and (23) improve test accuracy."',
+        smoothing_helps,
+    ),
+    "smoothing_helps_final": Claim(
+        "Smoothing improves the final test accuracy over plain SGD (Figure 3 right)",
+        '§4.1: "In general, the entropic regularizations (22) and (23) improve test accuracy." Figure 3: '
+        '"Comparison of the best (left) and final (right) test accuracy"',
+        smoothing_helps_final,
+    ),
+    "rise_then_degrade": Claim(
+        "Accuracy rises with R up to a maximum, then degrades",
+        '§4.1: "The effect increases rapidly with the size R of the smoothening region, up to a maximum size '
+        'beyond which performance gets degraded."',
+        rise_then_degrade,
+    ),
+    "single_layer_saturates": Claim(
+        "Single-layer smoothing keeps improving with R (saturating)",
+        '§4.2: "the single-layer regularizations continue to improve the test accuracy, showing a saturating '
+        'behavior."',
+        single_layer_saturates,
+    ),
+    "isotropic_degrades": Claim(
+        "Isotropic smoothing ({1,2}) degrades as R grows",
+        '§4.2: "the isotropic choice leads soon to degraded results as R increases"',
+        isotropic_degrades,
+    ),
+    "single_beats_isotropic": Claim(
+        "Single-layer smoothing ({2}) clearly beats isotropic ({1,2})",
+        '§4.1: "When implemented on suitable subsets of weights (e.g. single layers), the entropic '
+        'regularizations outperform significantly their isotropic counterparts."',
+        single_beats_isotropic,
+    ),
+    "layer2_best": Claim(
+        "Layer 2 alone is the best subset over the whole R range",
+        '§4.2: "Regularization on the 2nd layer alone proved to be the best strategy for both choices of loss '
+        'functions and in the entire range of R probed by the experiments."',
+        layer2_best,
+    ),
+    "isotropic_small_r_only": Claim(
+        "Isotropic smoothing can beat the 1st layer alone only at very small R",
+        '§4.2: "The isotropic regularization can outperform the regularization on the 1st layer alone, but only '
+        'at very small values for R."',
+        isotropic_small_r_only,
+    ),
+    "isotropic_worst_large_r": Claim(
         "3-layer net: isotropic ({1,2,3}) is the worst subset at large R",
+        '§4.3: "the isotropic choice proves to be the worst among all the possible choices of subsets as soon as '
+        'the smoothening radius R is sufficiently big."',
         isotropic_worst_large_r,
     ),
-    "layers13_best_small_r": ("3-layer net: {1,3} is the best subset at the smallest R", layers13_best_small_r),
-    "single_deep_best_large_r": ("3-layer net: {2} or {3} alone is best at large R", single_deep_best_large_r),
-    "deeper_profit_more": ("3-layer net: deeper layers profit more ({3} > {2} > {1})", deeper_profit_more),
-    "y8_matches_y4": ("y = 8 sample points give about the same accuracy as y = 4", y8_matches_y4),
-    "head_helps": ("Smoothing a fully-connected head layer helps (best accuracy: early stopping)", head_helps),
-    "conv_hurts": ("Smoothing the convolutional layers hurts", conv_hurts),
-    "weight_decay_no_use": ("Weight decay 1e-2, 1e-3, 1e-4 changes nothing", weight_decay_no_use),
-    "pla_beats_weight_decay": ("PLA beats weight decay", pla_beats_weight_decay),
-    "pla_beats_sam": ("PLA beats SAM (beyond the paper)", pla_beats_sam),
-    "pla_beats_noise": ("PLA beats Gaussian weight noise of the same variance (beyond the paper)", pla_beats_noise),
-    "three_regimes": ("Three regimes: signal peak, abrupt noise crossover, long noise-dominated phase", three_regimes),
-    "common_cooling": ("Late common cooling: layers' log-curves differ by constant offsets", common_cooling),
+    "layers13_best_small_r": Claim(
+        "3-layer net: {1,3} is the best subset at the smallest R",
+        '§4.3: "at the lowest values of R the best choice consists in regularizing with respect to the 1st and '
+        '3rd layers jointly"',
+        layers13_best_small_r,
+    ),
+    "single_deep_best_large_r": Claim(
+        "3-layer net: {2} or {3} alone is best at large R",
+        '§4.3: "at large values of R, regularizing with respect to the 2nd or 3rd layer alone proves to be the '
+        'best choice."',
+        single_deep_best_large_r,
+    ),
+    "deeper_profit_more": Claim(
+        "Smoothing a deeper single layer helps more than the first",
+        '§4.1: "the layer-wise entropic regularization is more effective when performed on deeper levels."',
+        deeper_profit_more,
+    ),
+    "y8_matches_y4": Claim(
+        "y = 8 sample points give about the same accuracy as y = 4",
+        '§4.4: "The results obtained with y = 8 are comparable to those obtained with y = 4"',
+        y8_matches_y4,
+    ),
+    "head_helps": Claim(
+        "Smoothing a fully-connected head layer helps (best accuracy: early stopping)",
+        '§5: "When applied to the fully-connected head of convolutional networks, partial entropic '
+        "regularizations can improve the classification accuracy ... Especially when adopting an early stopping "
+        'strategy"',
+        head_helps,
+    ),
+    "head_helps_in_sample": Claim(
+        "Smoothing a head layer also improves in-sample (train) accuracy",
+        '§5.1: "The PLA modification of the loss function yields better performance, both in-sample and '
+        'out-of-sample, especially if combined with an early stopping strategy"',
+        head_helps_in_sample,
+    ),
+    "only_with_early_stopping": Claim(
+        "STL-10: smoothing a head layer helps only with early stopping",
+        '§5.2: "The partial entropic regularization, applied to one layer at a time, improves the training and '
+        'validation performances, but only if accompanied with an early stopping strategy."',
+        only_with_early_stopping,
+    ),
+    "conv_hurts": Claim(
+        "Smoothing the convolutional layers hurts",
+        '§5: "Partial entropic regularizations involving the convolutional layers lead, in general, to worse '
+        'classification accuracy with respect to the non-regularized case"',
+        conv_hurts,
+    ),
+    "weight_decay_no_use": Claim(
+        "Weight decay 1e-2, 1e-3, 1e-4 changes nothing",
+        '§5.2.1: "weight decay regularization proved to be of essentially no utility in the present experiments."',
+        weight_decay_no_use,
+    ),
+    "pla_beats_weight_decay": Claim(
+        "PLA beats weight decay",
+        '§5.2.1: "On the contrary, partial entropic regularization proved to improve the performance"',
+        pla_beats_weight_decay,
+    ),
+    "pla_early_phase": Claim(
+        "PLA's gain over none is larger early in training than at the end",
+        '§5.2.1: "partial entropic regularization proved to improve the performance, more significantly in the '
+        'early phase of the training, only slightly in later stages."',
+        pla_early_phase,
+    ),
+    "pla_beats_sam": Claim(
+        "PLA beats SAM (beyond the paper)", "not in the paper: a baseline pleat adds", pla_beats_sam
+    ),
+    "pla_beats_noise": Claim(
+        "PLA beats Gaussian weight noise of the same variance (beyond the paper)",
+        "not in the paper: a baseline pleat adds",
+        pla_beats_noise,
+    ),
+    "pla_plea_analogous": Claim(
+        "PLA and PLEA give the same accuracy at each setting",
+        '§4.2: "The results obtained with the two loss functions are qualitatively analogous."',
+        pla_plea_analogous,
+    ),
+    "three_regimes": Claim(
+        "Three regimes: signal peak, abrupt noise crossover, long noise-dominated phase",
+        '§2: "the signal/noise ratio switches from being initially dominated by the signal to being later '
+        "dominated by noise. This occurs quite abruptly ... and approximately at the moment when the training "
+        'signal attains its maximum value"',
+        three_regimes,
+    ),
+    "common_cooling": Claim(
+        "Late common cooling: layers' log-curves differ by constant offsets",
+        '§2: "the contraction of the signal and the noise for all the layers is characterized by a common '
+        'decaying behavior. At late times, the hierarchy between layers is therefore preserved and gets frozen"',
+        common_cooling,
+    ),
 }
 
 
+# Judging: Holm over the report, then each test's verdict, then each claim's
+
+
+def _tests(finding: Finding) -> list[Test]:
+    out = []
+    for part in finding.parts:
+        out += _tests(part) if isinstance(part, Finding) else [part]
+    return out
+
+
+def _test_verdict(t: Test, p: float | None, q: float | None) -> str:
+    if t.estimate is None:
+        return "not enough runs"
+    if t.collapsed:
+        return "collapsed"
+    if t.direction == 0:
+        if q is not None and q < ALPHA:
+            return "supported"
+        return "contradicted" if p is not None and p < ALPHA else "inconclusive"
+    if p is not None and p < ALPHA:
+        return "supported" if (t.estimate.difference > 0) == (t.direction > 0) else "contradicted"
+    if t.margin and q is not None and q < ALPHA:
+        return no_effect(t.margin)
+    return "inconclusive"
+
+
+def _combine(rule: str, verdicts: list[str]) -> str:
+    """A finding's verdict from its parts' verdicts."""
+    if not verdicts or all(v == "not enough runs" for v in verdicts):
+        return "not enough runs"
+    nulls = [v for v in verdicts if v.startswith("no effect")]
+    null = nulls[0] if nulls else ""
+    if rule == "not_worse":
+        (v,) = verdicts
+        return "supported" if v == "supported" or null else v
+    if rule == "not_better":  # the paper says the difference is not positive
+        v = verdicts[0] if len(verdicts) == 1 else _combine("any", verdicts)
+        return "contradicted" if v == "supported" else "supported" if v == "contradicted" or null else v
+    if rule == "all":
+        if "contradicted" in verdicts:
+            return "contradicted"
+        if all(v == "supported" for v in verdicts):
+            return "supported"
+        return null or "inconclusive"
+    if rule == "any":
+        if "supported" in verdicts:
+            return "supported"
+        if all(v == "contradicted" for v in verdicts):
+            return "contradicted"
+        if all(v == "contradicted" or v.startswith("no effect") for v in verdicts):
+            return null
+        return "inconclusive"
+    if rule == "best":
+        if "contradicted" in verdicts:
+            return "contradicted"
+        if "supported" in verdicts and all(v == "supported" or v.startswith("no effect") for v in verdicts):
+            return "supported"
+        if all(v.startswith("no effect") for v in verdicts):
+            return null
+        return "inconclusive"
+    raise ValueError(f"unknown rule {rule!r}: choose one of {', '.join(RULES)}")
+
+
+def _resolve(finding: Finding, verdict_of: dict) -> str:
+    if finding.verdict:
+        return finding.verdict
+    parts = [_resolve(p, verdict_of) if isinstance(p, Finding) else verdict_of[id(p)] for p in finding.parts]
+    return _combine(finding.rule, parts)
+
+
+def _fmt(t: Test) -> str:
+    if t.estimate is None:
+        return f"{t.what}: not enough runs"
+    lo, hi = t.estimate.interval()
+    kind = "paired" if t.estimate.paired else "Welch"
+    p = "-" if t.p is None else f"{t.p:.3g}"
+    if t.q is not None:
+        p += f", equivalence p = {t.q:.3g}"
+    collapse = f"; the {t.collapsed} side collapsed" if t.collapsed else ""
+    return (
+        f"{t.what}: {100 * t.estimate.difference:+.2f} points [{100 * lo:+.2f}, {100 * hi:+.2f}] "
+        f"({kind}, {t.estimate.seeds} seeds, Holm p = {p}){collapse}: {t.verdict}"
+    )
+
+
 def judge(table, spec) -> list[Verdict]:
-    """Every claim the spec names, judged on `table`."""
-    return [CHECKS[name][1](table, spec) for name in spec.claims]
+    """Every claim the spec names, judged on `table`, with Holm's correction over all of their tests.
+
+    When any run collapsed (train accuracy more than 5 points below plain SGD's) a last row, "collapse", says which.
+    """
+    findings = {name_: CHECKS[name_].check(table, spec) for name_ in spec.claims}
+    tests = [t for f in findings.values() for t in _tests(f) if t.estimate is not None and not t.collapsed]
+    p = holm([t.estimate.p_zero() if t.direction else _beyond(t) for t in tests])
+    equivalence = [t for t in tests if t.margin]
+    q = holm([t.estimate.p_equivalent(t.margin) for t in equivalence])
+    adjusted = {id(t): [pv, None] for t, pv in zip(tests, p)}
+    for t, qv in zip(equivalence, q):
+        adjusted[id(t)][1] = qv
+    done: dict[int, Test] = {}
+    verdict_of: dict[int, str] = {}
+    for f in findings.values():
+        for t in _tests(f):
+            pv, qv = adjusted.get(id(t), [None, None])
+            verdict_of[id(t)] = _test_verdict(t, pv, qv)
+            done[id(t)] = Test(t.what, t.estimate, t.direction, t.margin, t.collapsed, pv, qv, verdict_of[id(t)])
+    out = []
+    for claim, f in findings.items():
+        verdict = _resolve(f, verdict_of)
+        ts = [done[id(t)] for t in _tests(f)]
+        shown = _shown(ts, verdict)
+        detail = "; ".join(_fmt(t) for t in ts) if ts else ""
+        if f.note:
+            detail = f"{f.note}. {detail}" if detail else f.note
+        out.append(
+            Verdict(
+                claim,
+                CHECKS[claim].text,
+                verdict,
+                shown.estimate.difference if shown and shown.estimate else None,
+                shown.estimate.interval() if shown and shown.estimate else None,
+                shown.estimate.seeds
+                if shown and shown.estimate
+                else min((t.estimate.seeds for t in ts if t.estimate), default=0),
+                detail,
+                CHECKS[claim].quote,
+                _decisive_p(shown) if shown else None,
+                bool(shown and shown.estimate and shown.estimate.paired),
+                tuple(ts),
+            )
+        )
+    base = plain(table) if "kind" in table else table.iloc[:0]
+    collapsed = (
+        [
+            _describe(s)
+            for s, rows in _settings(table[table["kind"] != "none"], ["arm", "layers", "radius", "samples"])
+            if _collapsed(rows, base)
+        ]
+        if "kind" in table
+        else []
+    )
+    if collapsed:
+        out.append(
+            Verdict(
+                "collapse",
+                f"Settings that collapsed: final train accuracy more than {100 * COLLAPSE:g} points below plain SGD's",
+                "finding",
+                detail="; ".join(collapsed),
+                quote="not a claim of the paper: a collapsed run is an optimisation failure, so it supports no claim",
+            )
+        )
+    return out
+
+
+def _beyond(t: Test) -> float:
+    """Direction-0 tests: p-value of 'the difference lies within ±margin' (rejected: beyond the margin)."""
+    e = t.estimate
+    assert e is not None
+    shifted = Estimate(abs(e.difference) - t.margin, e.se, e.df, e.seeds, e.paired)
+    return 1.0 if shifted.difference <= 0 else shifted.p_zero()  # two-sided: the side is the data's
+
+
+def _shown(tests: list[Test], verdict: str) -> Test | None:
+    """The test that best explains the verdict: the strongest one with the claim's verdict, else the first."""
+    usable = [t for t in tests if t.estimate is not None]
+    if not usable:
+        return None
+    matching = [t for t in usable if t.verdict == verdict] or usable
+    return min(matching, key=lambda t: _decisive_p(t) if _decisive_p(t) is not None else 1.0)
+
+
+def _decisive_p(t: Test) -> float | None:
+    """The adjusted p-value behind a test's verdict: equivalence for "no effect" and for matching claims."""
+    return t.q if t.verdict.startswith("no effect") or (t.direction == 0 and t.verdict == "supported") else t.p

@@ -24,6 +24,7 @@ th { background: #f3f3f3; }
 img { max-width: 100%; }
 .supported { background: #d9f2d9; } .contradicted { background: #f8d7d7; }
 .inconclusive { background: #fff3cd; } .not-enough-runs { background: #e8e8e8; }
+.no-effect { background: #dde8f5; } .collapsed, .finding { background: #f0e0f0; }
 .budget { padding: 0.5em 1em; background: #eef; border-left: 4px solid #88c; }
 code { font-size: 0.9em; }
 """
@@ -58,12 +59,30 @@ def _table(header: list[str], rows: list[list], classes: list[str] | None = None
 def _claims_html(verdicts: list[claims_.Verdict], budget: str | None) -> str:
     rows, classes = [], []
     for v in verdicts:
-        shown = "-" if v.difference is None else f"{v.difference:+.4f}"
-        interval = "-" if v.interval is None else f"[{v.interval[0]:+.4f}, {v.interval[1]:+.4f}]"
-        rows.append([v.text, v.detail, shown, interval, v.seeds, v.verdict])
-        classes.append(v.verdict.replace(" ", "-"))
-    header = ["the paper's claim", "what was compared", "difference", "95% interval", "seeds", "verdict"]
-    note = f"<p>Verdicts rest on the {html.escape(budget)} budget.</p>" if budget else ""
+        shown = "-" if v.difference is None else f"{100 * v.difference:+.2f}"
+        interval = "-" if v.interval is None else f"[{100 * v.interval[0]:+.2f}, {100 * v.interval[1]:+.2f}]"
+        seeds = f"{v.seeds} ({'paired' if v.paired else 'Welch'})" if v.difference is not None else v.seeds or "-"
+        p = "-" if v.p is None else f"{v.p:.3g}"
+        rows.append([v.quote, v.text, v.detail, shown, interval, seeds, p, v.verdict])
+        classes.append("no-effect" if v.verdict.startswith("no effect") else v.verdict.replace(" ", "-"))
+    header = [
+        "the paper says",
+        "encoded as",
+        "what was compared (every test)",
+        "difference (points)",
+        "95% interval (points)",
+        "seeds",
+        "Holm p",
+        "verdict",
+    ]
+    note = f"<p>Verdicts rest on the {html.escape(budget)} budget. " if budget else "<p>"
+    note += (
+        "A difference is the mean over seeds of the per-seed difference of the two sides (paired, the seeds being "
+        "shared) or a difference of means (Welch); the interval is its unadjusted 95% interval. Every test of the "
+        "report is one hypothesis in a Holm family (at 5%), so no setting is picked on the runs that test it. "
+        '"no effect within ±m": the equivalence test puts the difference within the spec\'s margin. Collapsed runs '
+        "(train accuracy far below plain SGD's) support nothing.</p>"
+    )
     return note + _table(header, rows, classes)
 
 

@@ -10,6 +10,8 @@ few config keys and a grid of values crossed with each other) and three budgets 
     [protocol]                 # Config keys
     [[arm]]                    # label = "PLA", config keys, and grid.<key> = [values...]
     [budget.smoke]             # config keys for every run, seeds = N, grid.<key> = [...] replacing an arm's grid
+    [budget.decisive]          # optional: the paper's protocol on settings fixed in advance, listed as
+    only = [{arm = "plain"}, {arm = "PLA", layers = [2], radius = 0.01}]   # keep a run matching any entry
 
 Specs shipped with pleat live in `pleat/reproduce/specs/`; a user's own file of the same format works as well.
 """
@@ -23,7 +25,8 @@ from pathlib import Path
 
 from pleat.config import Config, read_toml
 
-BUDGETS = ("smoke", "quick", "paper")
+BUDGETS = ("smoke", "quick", "decisive", "paper")
+OPTIONAL_BUDGETS = ("decisive",)  # the paper's protocol restricted to each claim's settings, fixed in advance
 PLOTS = ("radius", "curves", "temperature", "baselines")
 SPECS = Path(__file__).parent / "specs"
 _TOP = {"name", "title", "plot", "claims", "notes", "protocol", "arm", "budget", "colours", "margin"}
@@ -78,9 +81,12 @@ def load_spec(name: str | Path) -> Spec:
             raise ValueError(f"spec {path}: missing key {key!r}")
     if raw["plot"] not in PLOTS:
         raise ValueError(f"spec {path}: plot must be one of {', '.join(PLOTS)}, got {raw['plot']!r}")
-    missing = [b for b in BUDGETS if b not in raw["budget"]]
+    missing = [b for b in BUDGETS if b not in raw["budget"] and b not in OPTIONAL_BUDGETS]
     if missing or set(raw["budget"]) - set(BUDGETS):
-        raise ValueError(f"spec {path}: [budget] needs exactly the tables {', '.join(BUDGETS)}")
+        raise ValueError(
+            f"spec {path}: [budget] needs the tables {', '.join(b for b in BUDGETS if b not in OPTIONAL_BUDGETS)}"
+            f" and may have {', '.join(OPTIONAL_BUDGETS)}"
+        )
     spec = Spec(
         name=raw["name"],
         title=raw["title"],
@@ -99,7 +105,7 @@ def load_spec(name: str | Path) -> Spec:
     bad = [c for c in spec.claims if c not in CHECKS]
     if bad:
         raise ValueError(f"spec {path}: unknown claim(s) {', '.join(bad)}; known: {', '.join(sorted(CHECKS))}")
-    for budget in BUDGETS:  # every budget must expand to real configs: errors surface now, not mid-sweep
+    for budget in spec.budgets:  # every budget must expand to real configs: errors surface now, not mid-sweep
         expand(spec, budget)
     return spec
 
@@ -113,7 +119,10 @@ def expand(spec: Spec, budget: str, seeds: int | None = None, **where) -> list[R
     """
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}: choose one of {', '.join(BUDGETS)}")
+    if budget not in spec.budgets:
+        raise ValueError(f"spec {spec.name} has no {budget} budget: choose one of {', '.join(spec.budgets)}")
     overrides = dict(spec.budgets[budget])
+    only = overrides.pop("only", None)
     n_seeds = spec.seeds(budget) if seeds is None else seeds
     if n_seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {n_seeds}")
@@ -132,6 +141,10 @@ def expand(spec: Spec, budget: str, seeds: int | None = None, **where) -> list[R
             raise ValueError(f"spec {spec.name}, arm {label!r}: grid.{empty[0]} must be a non-empty list")
         keys = list(grid)
         for values in itertools.product(*(grid[k] for k in keys)):
+            if only is not None and not any(
+                _matches(entry, label, {**arm, **dict(zip(keys, values))}) for entry in only
+            ):
+                continue
             for seed in range(n_seeds):
                 config = {**spec.protocol, **overrides, **arm, **dict(zip(keys, values)), "seed": seed, **where}
                 try:
@@ -142,6 +155,14 @@ def expand(spec: Spec, budget: str, seeds: int | None = None, **where) -> list[R
         raise ValueError(f"spec {spec.name}: budget {budget} expands to no run")
     unique = {r.config.key(): r for r in runs}
     return list(unique.values())
+
+
+def _matches(entry: dict, label: str, setting: dict) -> bool:
+    """Does an arm's setting (its keys and grid point) match an `only` entry (layers as lists or tuples)?"""
+    if "arm" in entry and entry["arm"] != label:
+        return False
+    norm = lambda v: tuple(v) if isinstance(v, list) else v  # noqa: E731
+    return all(k in setting and norm(v) == norm(setting[k]) for k, v in entry.items() if k != "arm")
 
 
 def swept(runs: list[Run]) -> list[str]:

@@ -130,6 +130,7 @@ def reproduce(
     out = Path(out or Path("results") / f"{spec.name}-{budget}")
     runs = expand(spec, budget, seeds, out_dir=str(out / "runs"), data_dir=data_dir, device=device, progress=False)
     todo = [r for r in runs if not (Path(r.config.out_dir) / r.config.key() / "result.json").exists()]
+    todo.sort(key=lambda r: r.config.seed)  # seed by seed: a sweep cut short leaves complete paired sets
     keys = swept(runs)
     parallel = workers if executor == "local" else max(1, int(executors.cores() // cpus_per_task))
     estimate = sum(estimate_seconds(r) for r in todo) / min(parallel, max(1, len(todo)))
