@@ -23,7 +23,7 @@ DTYPES = ("float32", "float64", "bfloat16", "tf32")
 NOT_HASHED = ("data_dir", "out_dir", "device", "engine", "tensorboard", "progress")
 # keys added after 0.1.0 enter the identity only when they differ from their default, so that adding a key never
 # changes the identity of the runs a store already holds (a new key must default to the old behaviour)
-ADDED_KEYS = {"probe_every": 0, "probe_gradient": "objective"}
+ADDED_KEYS = {"probe_every": 0, "probe_gradient": "objective", "init": "kaiming"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class Config:
     dataset: str = "fashion-mnist"  # mnist | fashion-mnist | cifar10 | stl10
     model: str = "fc2"  # fc2 | fc3 | fc4 (784-wide hidden layers) | cnn-cifar10 (eq 24) | cnn-stl10 (eq 25)
     activation: str = "relu"  # relu | tanh
+    # kaiming (He normal weights, zero biases: the paper's CNNs; pleat's default for every net) | torch (PyTorch's
+    # own nn.Linear / nn.Conv2d initialisation: the paper states no initialisation for its FC nets)
+    init: str = "kaiming"
     # none (plain training) | pla (eq 23) | plea (eq 22); baselines beyond the paper: sam (sharpness-aware
     # minimisation, pytorch-optimizer's SAM, over every parameter) | noise (each step's gradient is taken at
     # W + ΔW, ΔW Gaussian on `layers` with the box's per-weight variance R²/3)
@@ -79,6 +82,7 @@ class Config:
             ("kind", KINDS),
             ("dtype", DTYPES),
             ("activation", ("relu", "tanh")),
+            ("init", ("kaiming", "torch")),
             ("engine", ("auto", "vectorised", "sequential")),
             ("probe_gradient", ("objective", "centre")),
         ):

@@ -5,7 +5,8 @@ Fully-connected nets (Section 4): `fc(depth)` has `depth` hidden layers of 784 u
 CNNs (Section 5, eq 24 and 25): 3x3 convolutions without padding in `features`, then the head layers
 `head1` (the paper's head layer I), `head2` (head layer II) and `out`. Weight layer indices: conv 1-5, head I = 6,
 head II = 7, out = 8.
-All weights use Kaiming (He) normal initialisation, as the paper does; biases start at zero.
+All weights use Kaiming (He) normal initialisation, as the paper does for its CNNs; biases start at zero.
+`init="torch"` keeps PyTorch's own initialisation instead (the paper states none for its FC nets).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from collections import OrderedDict
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+INITS = ("kaiming", "torch")
 
 
 def _kaiming_(model: nn.Module, activation: str) -> nn.Module:
@@ -96,8 +100,15 @@ MODELS = {
 }
 
 
-def build(name: str, activation: str = "relu") -> nn.Module:
-    """A paper model by its config name (see `MODELS`)."""
+def build(name: str, activation: str = "relu", init: str = "kaiming") -> nn.Module:
+    """A paper model by its config name (see `MODELS`), Kaiming-initialised, or with torch's own init."""
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
-    return MODELS[name](activation=activation)
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    model = MODELS[name](activation=activation)
+    if init == "torch":  # redrawn from the same seeded stream: nn.Linear / nn.Conv2d's own reset_parameters
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                m.reset_parameters()
+    return model

@@ -132,7 +132,7 @@ def init_model(config: Config, device: torch.device) -> torch.nn.Module:
     `fork_rng`, so that the caller's RNG is left untouched and the weights are those of every earlier version."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = build(config.model, config.activation)
+        model = build(config.model, config.activation, config.init)
     return model.to(device=device, dtype=parameter_dtype(config))
 
 

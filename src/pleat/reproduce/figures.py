@@ -197,6 +197,46 @@ def best_settings(table, spec, budget: str):
     return _finish(fig, spec, budget, table)
 
 
+def paired_gains(table, spec, budget: str):
+    """Sensitivity: each smoothed setting's paired gain over plain SGD of its regime, in points, with 95% intervals
+    (best test accuracy left, final right), one group of bars per regime."""
+    from pleat.reproduce.claims import per_seed, plain
+    from pleat.reproduce.stats import compare
+
+    fig, axes = new_figure((12, 4.8), 2)
+    regimes = list(dict.fromkeys(table["regime"])) if "regime" in table else [""]
+    for ax, metric, name in zip(axes, ("best_test_accuracy", "final_test_accuracy"), ("best", "final")):
+        ticks, labels = [], []
+        for g, regime in enumerate(regimes):
+            rows = table[table["regime"] == regime] if regime else table
+            base = per_seed(plain(rows), metric)
+            smoothed = rows[rows["kind"] != "none"]
+            settings = list(smoothed.groupby(["arm", "radius"], sort=False))
+            for k, ((arm, radius), runs) in enumerate(settings):
+                e = compare(per_seed(runs, metric), base)
+                if e is None:
+                    continue
+                x = g + (k - (len(settings) - 1) / 2) * 0.8 / max(1, len(settings))
+                lo, hi = e.interval()
+                ax.errorbar(
+                    [x],
+                    [100 * e.difference],
+                    yerr=[[100 * (e.difference - lo)], [100 * (hi - e.difference)]],
+                    fmt="o",
+                    color=f"C{k}",
+                    capsize=3,
+                    label=f"{arm.split(' (')[0]} R = {radius:g}" if g == 0 else None,
+                )
+            ticks.append(g)
+            labels.append(regime or "all runs")
+        ax.axhline(0, color="black", lw=1)
+        ax.set_xticks(ticks, labels)
+        ax.set_ylabel(f"{name} test accuracy: gain over plain SGD (points, paired, 95%)")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    return _finish(fig, spec, budget, table)
+
+
 def _finish(fig, spec, budget: str, table):
     seeds = table.groupby("arm")["seed"].nunique().min()
     note = BUDGET_NOTE.get(budget, "runs of a user's store")
@@ -210,6 +250,7 @@ DRAW = {
     "curves": training_curves,
     "temperature": temperature,
     "baselines": best_settings,
+    "regimes": paired_gains,
 }
 
 

@@ -37,7 +37,7 @@ def run_bytes(config: Config) -> int:
     """An estimate of the memory one run adds to a group: parameters x 3 (with gradient and momentum), its
     perturbations (samples x the smoothed weights), and a step's activations at every point."""
     with torch.device("meta"):
-        model = build(config.model, config.activation)
+        model = build(config.model, config.activation, config.init)
         per_example = 0
 
         def count(module, inputs, output):

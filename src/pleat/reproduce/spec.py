@@ -8,7 +8,8 @@ few config keys and a grid of values crossed with each other) and three budgets 
     plot = "radius"            # radius: accuracy against R | curves: per-epoch curves | temperature: Figure 1
     claims = ["smoothing_helps", ...]   # checks in pleat.reproduce.claims
     [protocol]                 # Config keys
-    [[arm]]                    # label = "PLA", config keys, and grid.<key> = [values...]
+    [[arm]]                    # label = "PLA", config keys, and grid.<key> = [values...]; optional regime = "..."
+                               # (a training regime: each claim is judged within each regime)
     [budget.smoke]             # config keys for every run, seeds = N, grid.<key> = [...] replacing an arm's grid
     [budget.decisive]          # optional: the paper's protocol on settings fixed in advance, listed as
     only = [{arm = "plain"}, {arm = "PLA", layers = [2], radius = 0.01}]   # keep a run matching any entry
@@ -27,17 +28,19 @@ from pleat.config import Config, read_toml
 
 BUDGETS = ("smoke", "quick", "decisive", "paper")
 OPTIONAL_BUDGETS = ("decisive",)  # the paper's protocol restricted to each claim's settings, fixed in advance
-PLOTS = ("radius", "curves", "temperature", "baselines")
+PLOTS = ("radius", "curves", "temperature", "baselines", "regimes")
 SPECS = Path(__file__).parent / "specs"
-_TOP = {"name", "title", "plot", "claims", "notes", "protocol", "arm", "budget", "colours", "margin"}
+_TOP = {"name", "title", "plot", "claims", "notes", "protocol", "arm", "budget", "colours", "margin", "reuse"}
 
 
 @dataclass(frozen=True)
 class Run:
-    """One run of a sweep: the arm (curve) it belongs to and its full config."""
+    """One run of a sweep: the arm (curve) it belongs to, its training regime (if the spec names regimes) and its
+    full config."""
 
     arm: str
     config: Config
+    regime: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Spec:
     colours: str = ""  # "rgb": colour a subset by red = layer 1, green = 2, blue = 3 (Figure 4 right)
     margin: float = 0.01  # equivalence margin on test accuracy for "matches" claims (Figure 5)
     source: Path | None = None  # the file it was read from
+    reuse: tuple[str, ...] = ()  # sweeps (spec names) whose finished runs of the same config are taken, not retrained
 
     def seeds(self, budget: str) -> int:
         return int(self.budgets[budget].get("seeds", 3))
@@ -99,6 +103,7 @@ def load_spec(name: str | Path) -> Spec:
         colours=raw.get("colours", ""),
         margin=float(raw.get("margin", 0.01)),
         source=path,
+        reuse=tuple(raw.get("reuse", ())),
     )
     from pleat.reproduce.claims import CHECKS  # the claims a spec may name
 
@@ -132,6 +137,7 @@ def expand(spec: Spec, budget: str, seeds: int | None = None, **where) -> list[R
     for arm in spec.arms:
         arm = dict(arm)
         label = arm.pop("label", None)
+        regime = arm.pop("regime", "")
         if not label:
             raise ValueError(f"spec {spec.name}: every [[arm]] needs a label")
         grid = dict(arm.pop("grid", {}))
@@ -146,9 +152,10 @@ def expand(spec: Spec, budget: str, seeds: int | None = None, **where) -> list[R
             ):
                 continue
             for seed in range(n_seeds):
-                config = {**spec.protocol, **overrides, **arm, **dict(zip(keys, values)), "seed": seed, **where}
+                # a budget's keys win over an arm's: smoke and quick compress every regime alike
+                config = {**spec.protocol, **arm, **dict(zip(keys, values)), **overrides, "seed": seed, **where}
                 try:
-                    runs.append(Run(label, Config.from_dict(config)))
+                    runs.append(Run(label, Config.from_dict(config), regime))
                 except ValueError as e:
                     raise ValueError(f"spec {spec.name}, arm {label!r}, budget {budget}: {e}") from e
     if not runs:

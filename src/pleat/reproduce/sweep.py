@@ -129,8 +129,14 @@ def reproduce(
     workers = workers or default_workers()
     out = Path(out or Path("results") / f"{spec.name}-{budget}")
     runs = expand(spec, budget, seeds, out_dir=str(out / "runs"), data_dir=data_dir, device=device, progress=False)
+    if not dry_run:
+        reused = take_finished(spec, budget, runs, out)
+        if reused:
+            print(f"took {reused} finished runs from the sweeps {', '.join(spec.reuse)}", file=stream)
     todo = [r for r in runs if not (Path(r.config.out_dir) / r.config.key() / "result.json").exists()]
-    todo.sort(key=lambda r: r.config.seed)  # seed by seed: a sweep cut short leaves complete paired sets
+    regimes = list(dict.fromkeys(r.regime for r in runs))
+    # regime by regime, seed by seed: a sweep cut short leaves complete paired sets
+    todo.sort(key=lambda r: (regimes.index(r.regime), r.config.seed))
     keys = swept(runs)
     parallel = workers if executor == "local" else max(1, int(executors.cores() // cpus_per_task))
     estimate = sum(estimate_seconds(r) for r in todo) / min(parallel, max(1, len(todo)))
@@ -187,6 +193,27 @@ def reproduce(
     return {"runs": len(runs), "trained": len(todo), "failed": failed, "diverged": diverged, **report}
 
 
+def take_finished(spec: Spec, budget: str, runs: list[Run], out: Path) -> int:
+    """Import the runs that the sweeps `spec.reuse` (beside `out`, at the same budget) hold finished: a run is its
+    config, so the same config trained for another figure is the same run. Returns how many were taken."""
+    from pleat.store import import_run, read_metrics
+
+    taken = 0
+    for name in spec.reuse:
+        source = out.parent / f"{name}-{budget}" / "runs"
+        for run in runs:
+            key = run.config.key()
+            theirs, mine = source / key, Path(run.config.out_dir) / key
+            if (mine / "result.json").exists() or not (theirs / "result.json").exists():
+                continue
+            env = json.loads((theirs / "environment.json").read_text())
+            result = json.loads((theirs / "result.json").read_text())
+            result.pop("run", None)
+            import_run(run.config, env, read_metrics(theirs / "metrics.jsonl"), result)
+            taken += 1
+    return taken
+
+
 def _device(device: str) -> str:
     import torch
 
@@ -210,9 +237,11 @@ def results_table(out: str | Path, spec: Spec | None = None, budget: str | None 
     from pleat.store import CorruptRun, read_metrics
 
     store = store_dir(out)
-    arms = {}
+    arms, regimes = {}, {}
     if spec is not None and budget is not None:
-        arms = {r.config.key(): r.arm for r in expand(spec, budget, _sweep_seeds(out), out_dir=str(store))}
+        expanded = expand(spec, budget, _sweep_seeds(out), out_dir=str(store))
+        arms = {r.config.key(): r.arm for r in expanded}
+        regimes = {r.config.key(): r.regime for r in expanded if r.regime}
     rows = []
     for result_path in sorted(store.glob("*/result.json")):
         run_dir = result_path.parent
@@ -227,6 +256,8 @@ def results_table(out: str | Path, spec: Spec | None = None, budget: str | None 
         row = {k: getattr(config, k) for k in config.to_dict()}
         row["layers"] = tuple(config.layers)
         row["arm"] = arms.get(run_dir.name, config.kind)
+        if regimes:
+            row["regime"] = regimes[run_dir.name]
         row["run"] = run_dir.name
         row["best_test_accuracy"] = result["best_test_accuracy"]
         row["final_test_accuracy"] = result["final_test_accuracy"]
