@@ -783,9 +783,19 @@ def _fmt(t: Test) -> str:
 def judge(table, spec) -> list[Verdict]:
     """Every claim the spec names, judged on `table`, with Holm's correction over all of their tests.
 
-    When any run collapsed (train accuracy more than 5 points below plain SGD's) a last row, "collapse", says which.
+    When the table has training regimes (a `regime` column: the sensitivity spec), each claim is judged within each
+    regime, as "claim [regime]", all in one Holm family. When any run collapsed (train accuracy more than 5 points
+    below plain SGD's) a last row, "collapse", says which.
     """
-    findings = {name_: CHECKS[name_].check(table, spec) for name_ in spec.claims}
+    regimes = list(dict.fromkeys(table["regime"])) if "regime" in table and not table.empty else []
+    if len(regimes) > 1:
+        findings = {
+            (claim, regime): CHECKS[claim].check(table[table["regime"] == regime], spec)
+            for regime in regimes
+            for claim in spec.claims
+        }
+    else:
+        findings = {(claim, ""): CHECKS[claim].check(table, spec) for claim in spec.claims}
     tests = [t for f in findings.values() for t in _tests(f) if t.estimate is not None and not t.collapsed]
     p = holm([t.estimate.p_zero() if t.direction else _beyond(t) for t in tests])
     equivalence = [t for t in tests if t.margin]
@@ -801,7 +811,7 @@ def judge(table, spec) -> list[Verdict]:
             verdict_of[id(t)] = _test_verdict(t, pv, qv)
             done[id(t)] = Test(t.what, t.estimate, t.direction, t.margin, t.collapsed, pv, qv, verdict_of[id(t)])
     out = []
-    for claim, f in findings.items():
+    for (claim, regime), f in findings.items():
         verdict = _resolve(f, verdict_of)
         ts = [done[id(t)] for t in _tests(f)]
         shown = _shown(ts, verdict)
@@ -810,8 +820,8 @@ def judge(table, spec) -> list[Verdict]:
             detail = f"{f.note}. {detail}" if detail else f.note
         out.append(
             Verdict(
-                claim,
-                CHECKS[claim].text,
+                f"{claim} [{regime}]" if regime else claim,
+                f"{CHECKS[claim].text} ({regime})" if regime else CHECKS[claim].text,
                 verdict,
                 shown.estimate.difference if shown and shown.estimate else None,
                 shown.estimate.interval() if shown and shown.estimate else None,
@@ -825,16 +835,12 @@ def judge(table, spec) -> list[Verdict]:
                 tuple(ts),
             )
         )
-    base = plain(table) if "kind" in table else table.iloc[:0]
-    collapsed = (
-        [
-            _describe(s)
-            for s, rows in _settings(table[table["kind"] != "none"], ["arm", "layers", "radius", "samples"])
-            if _collapsed(rows, base)
-        ]
-        if "kind" in table
-        else []
-    )
+    collapsed = []
+    for regime in regimes or [""]:
+        rows = table[table["regime"] == regime] if regime else table
+        if "kind" in rows:
+            settings = _settings(rows[rows["kind"] != "none"], ["arm", "layers", "radius", "samples"])
+            collapsed += [_describe(s) for s, runs in settings if _collapsed(runs, plain(rows))]
     if collapsed:
         out.append(
             Verdict(
