@@ -60,3 +60,19 @@ def test_build_errors():
         build("resnet")
     with pytest.raises(ValueError, match="activation"):
         fc(2, activation="gelu")
+
+
+def test_torch_init_keeps_pytorchs_own_initialisation():
+    from pleat.config import Config
+
+    torch.manual_seed(0)
+    kaiming = build("fc2")
+    torch.manual_seed(0)
+    own = build("fc2", init="torch")
+    # nn.Linear's default: weights and biases uniform on ±1/sqrt(fan_in), so std 1/sqrt(3 fan_in)
+    assert abs(own.fc1.weight.std().item() - 1 / math.sqrt(3 * 784)) < 1e-3
+    assert own.fc1.bias.abs().max().item() > 0 and kaiming.fc1.bias.abs().max().item() == 0
+    assert abs(kaiming.fc1.weight.std().item() - math.sqrt(2 / 784)) < 1e-3
+    assert Config(init="kaiming").key() == Config().key() != Config(init="torch").key()
+    with pytest.raises(ValueError, match="init"):
+        build("fc2", init="xavier")

@@ -64,6 +64,7 @@ def test_shipped_specs_expand_to_exactly_their_grids():
         "fig6",
         "fig7",
         "fig8",
+        "sensitivity",
     ]
     fig3 = load_spec("fig3")
     paper = expand(fig3, "paper")
@@ -127,6 +128,40 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_budget_keys_win_over_arm_keys_and_only_keeps_matching_settings(tmp_path):
+    path = tmp_path / "regimes.toml"
+    spec = TINY.replace('label = "plain"\nkind = "none"', 'label = "plain"\nkind = "none"\nregime = "long"\nepochs = 9')
+    spec = spec.replace(
+        "[budget.paper]", '[budget.decisive]\nonly = [{arm = "plain"}, {layers = [2], radius = 0.05}]\n[budget.paper]'
+    )
+    path.write_text(spec)
+    loaded = load_spec(path)
+    assert {r.config.epochs for r in expand(loaded, "smoke")} == {1}  # the budget compresses every arm
+    assert {r.config.epochs for r in expand(loaded, "paper")} == {3}
+    assert {r.config.epochs for r in expand(loaded, "decisive") if r.arm == "plain"} == {9}  # none set: the arm's
+    assert {r.regime for r in expand(loaded, "paper")} == {"", "long"}
+    kept = {(r.arm, r.config.layers, r.config.radius) for r in expand(loaded, "decisive", seeds=1)}
+    assert kept == {("plain", (2,), 0.01), ("PLA", (2,), 0.05)}
+    with pytest.raises(ValueError, match="has no decisive budget"):
+        expand(load_spec("fig6"), "decisive")
+
+
+@needs_data
+def test_a_sweep_takes_the_finished_runs_of_the_sweeps_it_reuses(tmp_path, tiny):
+    first = reproduce(tiny, budget="smoke", out=tmp_path / "tiny-smoke", data_dir=str(SHARED), seeds=1, workers=1)
+    other = tmp_path / "other.toml"
+    other.write_text(TINY.replace('name = "tiny"', 'name = "other"\nreuse = ["tiny"]'))
+    again = reproduce(other, budget="smoke", out=tmp_path / "other-smoke", data_dir=str(SHARED), seeds=1, workers=1)
+    assert first["trained"] == 5 and again["trained"] == 0
+    for run in (tmp_path / "tiny-smoke" / "runs").iterdir():
+        theirs = tmp_path / "other-smoke" / "runs" / run.name
+        assert (
+            json.loads((theirs / "result.json").read_text())["best_test_accuracy"]
+            == json.loads((run / "result.json").read_text())["best_test_accuracy"]
+        )
+        assert read_metrics(theirs / "metrics.jsonl") == read_metrics(run / "metrics.jsonl")
 
 
 def test_dry_run_lists_the_runs_and_trains_nothing(tmp_path, capsys, tiny):
