@@ -259,8 +259,19 @@ def windows_of(history):
 
 
 def test_fig1_claims_on_synthetic_temperature_curves():
-    common = [dict(arm="plain", seed=s, metrics=windows_of(synthetic(seed=s))) for s in range(2)]
+    common = [
+        dict(arm="plain", seed=s, activation=a, metrics=windows_of(synthetic(seed=s)))
+        for s in range(2)
+        for a in ("relu", "tanh")
+    ]
     assert set(verdicts(pd.DataFrame(common), "fig1").values()) == {"supported"}
+    slow = [dict(arm="plain", seed=s, metrics=windows_of(synthetic(t_peak=10, t_cross=30, seed=s))) for s in range(2)]
+    assert verdicts(pd.DataFrame(slow), "fig1")["transition_at_peak"] == "contradicted"
+    mixed = [
+        dict(r, metrics=windows_of(synthetic(t_cross=150, seed=r["seed"]))) if r["activation"] == "tanh" else r
+        for r in common
+    ]
+    assert verdicts(pd.DataFrame(mixed), "fig1")["relu_tanh_alike"] == "contradicted"
     apart = [dict(arm="plain", seed=s, metrics=windows_of(synthetic(shared=False, seed=s))) for s in range(2)]
     assert verdicts(pd.DataFrame(apart), "fig1")["common_cooling"] == "contradicted"
     late = [dict(arm="plain", seed=s, metrics=windows_of(synthetic(t_cross=150, seed=s))) for s in range(2)]

@@ -101,3 +101,87 @@ def test_errors():
         probe.epoch()
     with pytest.raises(RuntimeError, match="after loss.backward"):
         probe.step()
+
+
+def test_per_weight_estimator_against_a_naive_float64_computation():
+    model = mlp().double()
+    probe = pleat.LayerTemperature(model, estimator="weight")
+    grads = {n: [] for n in probe.names}
+    g = torch.Generator().manual_seed(1)
+    for _ in range(7):
+        x, t = batch(model)
+        model.zero_grad()
+        F.cross_entropy(model(x.double() + torch.randn(x.shape, generator=g, dtype=torch.float64)), t).backward()
+        for n, p in zip(probe.names, probe.params):
+            grads[n].append(p.grad.clone())
+        probe.step()
+    out = probe.epoch()
+    for n in probe.names:
+        stacked = torch.stack(grads[n])  # [steps, *weight]
+        signal = stacked.mean(0).abs().mean().item()
+        noise = stacked.std(0, unbiased=False).mean().item()
+        assert out[n][0] == pytest.approx(signal, rel=1e-12) and out[n][1] == pytest.approx(noise, rel=1e-10)
+        # the layer-averaged estimator's noise is that of one number per step: far smaller
+        per_step = stacked.abs().flatten(1).mean(1)
+        assert per_step.std(unbiased=False).item() < 0.5 * noise
+
+
+def test_per_weight_estimator_resumes_mid_window_and_refuses_another_estimators_state(tmp_path):
+    model = mlp()
+    whole = pleat.LayerTemperature(model, estimator="weight")
+    run_steps(model, whole, steps=3)
+    torch.save(whole.state_dict(), tmp_path / "probe.pt")
+    resumed = pleat.LayerTemperature(model, estimator="weight")
+    resumed.load_state_dict(torch.load(tmp_path / "probe.pt", weights_only=True))
+    run_steps(model, whole, steps=2)
+    run_steps(model, resumed, steps=2)
+    assert whole.epoch() == resumed.epoch()
+    with pytest.raises(ValueError, match="estimator"):
+        pleat.LayerTemperature(model).load_state_dict(whole.state_dict())
+    with pytest.raises(ValueError, match="estimator must be"):
+        pleat.LayerTemperature(model, estimator="global")
+
+
+def test_log_windows_grow_by_ten_percent_and_end_at_the_last_step():
+    ends = pleat.temperature.log_windows(2, 70_500)
+    lengths = [b - a for a, b in zip([0] + ends, ends)]
+    assert ends[:6] == [2, 4, 6, 8, 10, 13] and ends[-1] == 70_500 and len(ends) == 86
+    assert all(b >= a for a, b in zip(lengths[:-2], lengths[1:-1]))  # non-decreasing but for the cut last one
+    assert lengths[-2] / lengths[-10] == pytest.approx(1.1**8, rel=0.05)
+    assert pleat.temperature.log_windows(2, 20) == [2, 4, 6, 8, 10, 13, 16, 20]  # no one-step window at the end
+
+
+def synthetic_gradients(drift_scale: float, steps=3000, window=lambda: None, seed=0):
+    """A layer of 2,000 weights whose gradient is a common drift d(t) (rising from half its peak to the peak at
+    step 60, then decaying like 1/t) plus minibatch noise of std 1: the per-weight noise overtakes the signal where
+    d(t) falls below about 1."""
+    layer = torch.nn.Linear(40, 50, bias=False)
+    probe = pleat.LayerTemperature(layer, estimator="weight")
+    g = torch.Generator().manual_seed(seed)
+    direction = torch.randn(50, 40, generator=g).sign()
+    ends = set(pleat.temperature.log_windows(4, steps))
+    times = []
+    for t in range(1, steps + 1):
+        d = drift_scale * (0.5 + 0.5 * t / 60 if t <= 60 else 60 / t)
+        layer.weight.grad = d * direction + torch.randn(50, 40, generator=g)
+        probe.step()
+        if t in ends:
+            probe.epoch()
+            times.append(t)
+    return probe.history, times
+
+
+def test_regimes_find_a_known_transition_in_per_weight_statistics():
+    history, times = synthetic_gradients(drift_scale=8.0)  # d = 1 at t = 480
+    r = pleat.regimes(history, times=times)
+    (layer,) = r.layers
+    assert 40 <= layer.peak <= 80  # the windows around step 60
+    assert 300 <= layer.crossover <= 700 and r.signal_end == layer.crossover
+    # with one layer the late regime is trivially parallel; the order peak -> crossover holds
+    assert layer.peak < layer.crossover
+
+
+def test_regimes_report_no_transition_when_the_drift_dominates_throughout():
+    history, times = synthetic_gradients(drift_scale=500.0)  # d >= 10 everywhere: the noise never wins
+    r = pleat.regimes(history, times=times)
+    assert r.layers[0].crossover is None and r.signal_end is None and not r.ordered

@@ -290,6 +290,29 @@ def test_probe_windows_in_steps(tmp_path):
     assert set(metrics[0]["windows"][0]["temperature"]) == {"fc1", "fc2", "out"} and metrics[0]["temperature"] == {}
 
 
+@needs_data
+def test_per_weight_probe_on_log_windows(tmp_path):
+    from pleat.temperature import log_windows
+
+    keys = dict(kind="none", epochs=2, train_subset=1000, batch_size=100, probe_every=2)
+    config = quick(tmp_path / "a", probe_windows="log", probe_estimator="weight", **keys)
+    assert config.key() != quick(tmp_path, **keys).key()
+    train(config)
+    metrics = RunStore(config).metrics()
+    steps = [w["step"] for m in metrics for w in m["windows"]]
+    assert steps == log_windows(2, 20) == [2, 4, 6, 8, 10, 13, 16, 20]
+    noisy = [w["temperature"]["fc1"] for m in metrics for w in m["windows"]]
+    assert all(noise > 0 for _, noise in noisy)
+    # the per-weight buffers of an open window travel in the checkpoint, one (mean, m2) pair per weight layer
+    import torch
+
+    open_window = quick(tmp_path / "c", probe_estimator="weight", **{**keys, "epochs": 1, "probe_every": 3})
+    train(open_window)  # windows close at steps 3, 6, 9: step 10 is open at the checkpoint
+    state = torch.load(RunStore(open_window).dir / "checkpoint-1.pt", weights_only=True)["probe"]
+    assert state["count"] == 1
+    assert [tuple(m.shape) for m, _ in state["weights"]] == [(784, 784), (784, 784), (10, 784)]
+
+
 def test_one_process_per_run(tmp_path):
     from pleat.store import RunBusy
 

@@ -23,7 +23,13 @@ DTYPES = ("float32", "float64", "bfloat16", "tf32")
 NOT_HASHED = ("data_dir", "out_dir", "device", "engine", "tensorboard", "progress")
 # keys added after 0.1.0 enter the identity only when they differ from their default, so that adding a key never
 # changes the identity of the runs a store already holds (a new key must default to the old behaviour)
-ADDED_KEYS = {"probe_every": 0, "probe_gradient": "objective", "init": "kaiming"}
+ADDED_KEYS = {
+    "probe_every": 0,
+    "probe_gradient": "objective",
+    "init": "kaiming",
+    "probe_estimator": "layer",
+    "probe_windows": "fixed",
+}
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,13 @@ class Config:
     epochs: int = 120  # passes over the training set
     weight_decay: float = 0.0  # L2 coefficient of SGD
     probe_every: int = 0  # layer-temperature window in training steps; 0: one window per epoch
+    # fixed (every window probe_every steps) | log (windows of probe_every steps at first, each 10% longer than
+    # the last: evenly spaced in log time, so the early rise and the late decay are both resolved)
+    probe_windows: str = "fixed"
+    # layer (noise: std across minibatches of the layer-averaged |dL/dw|) | weight (per weight: size of the mean
+    # gradient against its std across the window's minibatches, as in the paper's reference [33]; see
+    # pleat.LayerTemperature)
+    probe_estimator: str = "layer"
     # what the layer temperature reads: objective (the gradient the step uses; for pla/plea that of the smoothed
     # loss) | centre (pla/plea only: ∇L(W) at the centre, one more forward and backward per step)
     probe_gradient: str = "objective"
@@ -83,6 +96,8 @@ class Config:
             ("dtype", DTYPES),
             ("activation", ("relu", "tanh")),
             ("init", ("kaiming", "torch")),
+            ("probe_windows", ("fixed", "log")),
+            ("probe_estimator", ("layer", "weight")),
             ("engine", ("auto", "vectorised", "sequential")),
             ("probe_gradient", ("objective", "centre")),
         ):
@@ -104,6 +119,8 @@ class Config:
             bad("momentum", "must be in [0, 1)")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             bad("weight_decay", "must be a finite number >= 0")
+        if self.probe_windows == "log" and not self.probe_every:
+            bad("probe_windows", "'log' grows windows from probe_every steps: set probe_every > 0")
         if self.probe_gradient == "centre" and self.kind not in ("pla", "plea"):
             bad("probe_gradient", "'centre' differs from 'objective' only for kind pla or plea")
         if self.kind in ("pla", "plea", "noise") and not self.layers:

@@ -55,8 +55,11 @@ def effective_kind(config: Config) -> str:
 
 def group_key(config: Config) -> tuple | None:
     """Runs with equal keys can be trained as one group if their smoothed runs also agree on `samples`; None:
-    this run is trained alone (kinds sam and noise, probe_gradient = centre, TensorBoard)."""
+    this run is trained alone (kinds sam and noise, probe_gradient = centre, the per-weight probe estimator,
+    log-spaced probe windows, TensorBoard)."""
     if config.kind not in KINDS or config.probe_gradient != "objective" or config.tensorboard:
+        return None
+    if config.probe_estimator != "layer" or config.probe_windows != "fixed":
         return None
     return tuple(getattr(config, k) for k in SHARED_KEYS)
 

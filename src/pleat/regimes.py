@@ -46,6 +46,22 @@ class Regimes:
     def common_cooling(self) -> bool:
         return self.alpha is not None
 
+    @property
+    def ordered(self) -> bool:
+        """The paper's three regimes in its order: every layer's signal peaks before (or as) its noise overtakes
+        it, every layer turns noise-dominated, and the late regime of parallel log-curves starts after that."""
+        return (
+            self.signal_end is not None
+            and self.onset is not None
+            and all(r.crossover is not None and r.peak <= r.crossover for r in self.layers)
+            and self.onset >= self.signal_end
+        )
+
+    def transition_at_peak(self, factor: float = 2.0) -> bool:
+        """Does each layer's crossover come "approximately at the moment when the training signal attains its
+        maximum": no later than `factor` times its peak time (times counted from the start of training)?"""
+        return all(r.crossover is not None and r.peak <= r.crossover <= factor * r.peak for r in self.layers)
+
     def __str__(self) -> str:
         rows = [f"{'layer':<12} {'peak':>8} {'crossover':>10} {'offset c_I':>11}"]
         for r in self.layers:
@@ -54,6 +70,9 @@ class Regimes:
             rows.append(f"{r.name:<12} {r.peak:>8g} {cross:>10} {off:>11}")
         end = "never" if self.signal_end is None else f"{self.signal_end:g}"
         rows.append(f"signal-dominated regime ends at: {end}")
+        rows.append(
+            f"the paper's order (peak, crossover, then the parallel late regime): {'yes' if self.ordered else 'no'}"
+        )
         if not self.common_cooling:
             rows.append("no common cooling found" + ("" if self.onset is None else f" (parallel from {self.onset:g})"))
         else:

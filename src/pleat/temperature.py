@@ -18,32 +18,51 @@ def welford_(mean: Tensor, m2: Tensor, value: Tensor, count: float | Tensor) -> 
     m2 += delta * (value - mean)
 
 
+ESTIMATORS = ("layer", "weight")
+
+
 class LayerTemperature:
-    """Per-layer training signal s_I = (1/N_I) Σ_{ω∈Ω_I} |∂L/∂ω| (eq 2) and its noise (std across minibatches).
+    """Per-layer training signal and its noise across the minibatches of a window (eq 2 and Figure 1).
+
+    Two estimators of the same idea:
+    - `"layer"` (default; the paper's eq 2 read literally): s_I = (1/N_I) Σ_{ω∈Ω_I} |∂L/∂ω| per minibatch; the
+      window gives (mean of s_I, std of s_I across its minibatches). The std is that of an average over N_I weights
+      (614,656 for a 784-wide layer), so it barely moves: over the quick Figure 1 runs its ratio to the signal has a
+      median of 0.12-0.17 and never passes 0.40. It can never show the noise overtaking the signal.
+    - `"weight"` (the statistic of the paper's reference [33], whose transition Figure 1 describes): per weight,
+      the mean of ∂L/∂ω over the window's minibatches and its std; signal = (1/N_I) Σ |mean ∂L/∂ω| (the size of the
+      mean gradient), noise = (1/N_I) Σ std ∂L/∂ω (its fluctuation). The noise overtakes the signal when the drift
+      common to the minibatches falls below their disagreement. It keeps two buffers of each watched weight's size
+      (Welford's running mean and squared deviations, in the gradient's dtype) on the device.
 
     Call `step()` after each backward (and after `scaler.unscale_(optimizer)` when using a GradScaler, or pass
-    the scale). Values are accumulated on the gradients' device with Welford's running mean and variance: no host
-    synchronisation per step. `epoch()` closes the window: it returns {layer name: (mean, std)} of s_I over the
-    window's minibatches (std with ddof=0, as numpy's default) and appends it to `history`.
+    the scale). Values are accumulated on the gradients' device with Welford's updates: no host synchronisation per
+    step. `epoch()` closes the window: it returns {layer name: (signal, noise)} (stds with ddof=0, as numpy's
+    default; one host sync) and appends it to `history`.
 
     Args:
         model: the network, or a DistributedDataParallel wrapper (read after the all-reduce).
         layers: which weight layers, as in `PartialLocalEntropy`; None: every weight layer (Linear/Conv).
+        estimator: "layer" or "weight" (above).
     """
 
-    def __init__(self, model: nn.Module, layers: LayerSpec | list | None = None):
+    def __init__(self, model: nn.Module, layers: LayerSpec | list | None = None, estimator: str = "layer"):
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
         module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
         self.selected = select(module, layers)
         params = dict(module.named_parameters())
         self.params = [params[s.name] for s in self.selected]
         self.names = [s.module_name for s in self.selected]
+        self.estimator = estimator
         self.history: list[dict[str, tuple[float, float]]] = []
         self._reset()
 
     def _reset(self) -> None:
         self.count = 0
-        self._mean: Tensor | None = None  # [layers], float64, on the device
+        self._mean: Tensor | None = None  # layer: [layers], float64, on the device
         self._m2: Tensor | None = None
+        self._weights: list[tuple[Tensor, Tensor]] = []  # weight: (mean, m2) per layer, the layer's shape
 
     @torch.no_grad()
     def step(self, scale: float | Tensor | None = None, grads: list[Tensor] | None = None) -> Tensor:
@@ -67,6 +86,12 @@ class LayerTemperature:
         if scale is not None:
             s = s / scale
         self.count += 1
+        if self.estimator == "weight":
+            if not self._weights:
+                self._weights = [(torch.zeros_like(g), torch.zeros_like(g)) for g in grads]
+            for (mean, m2), g in zip(self._weights, grads):
+                welford_(mean, m2, g if scale is None else g / scale, self.count)
+            return s
         if self._mean is None or self._m2 is None:
             self._mean, self._m2 = s.clone(), torch.zeros_like(s)
         else:
@@ -75,10 +100,15 @@ class LayerTemperature:
 
     def epoch(self) -> dict[str, tuple[float, float]]:
         """Close the window: {layer name: (mean of s_I, std of s_I across its minibatches)}; one host sync."""
-        if self.count == 0 or self._mean is None or self._m2 is None:
+        if self.count == 0:
             raise RuntimeError("no step recorded since the last epoch(): call probe.step() after each backward")
-        mean = self._mean.tolist()
-        std = (self._m2 / self.count).sqrt().tolist()
+        if self.estimator == "weight":
+            mean = torch.stack([m.abs().double().mean() for m, _ in self._weights]).tolist()
+            std = torch.stack([(m2.double() / self.count).sqrt().mean() for _, m2 in self._weights]).tolist()
+        else:
+            assert self._mean is not None and self._m2 is not None
+            mean = self._mean.tolist()
+            std = (self._m2 / self.count).sqrt().tolist()
         record = {n: (m, s) for n, m, s in zip(self.names, mean, std)}
         self.history.append(record)
         self._reset()
@@ -86,13 +116,16 @@ class LayerTemperature:
 
     def state_dict(self) -> dict:
         """History and the open window, so that a resumed run continues exactly."""
-        return {
+        state = {
             "names": list(self.names),
             "history": [{n: list(v) for n, v in h.items()} for h in self.history],
             "count": self.count,
             "mean": None if self._mean is None else self._mean.cpu(),
             "m2": None if self._m2 is None else self._m2.cpu(),
         }
+        if self.estimator == "weight":  # the key is absent for "layer": checkpoints keep their earlier format
+            state["weights"] = [(m.cpu(), m2.cpu()) for m, m2 in self._weights]
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         if list(state["names"]) != self.names:
@@ -102,6 +135,25 @@ class LayerTemperature:
         device = self.params[0].device
         self._mean = None if state["mean"] is None else state["mean"].to(device)
         self._m2 = None if state["m2"] is None else state["m2"].to(device)
+        if ("weights" in state) != (self.estimator == "weight"):
+            raise ValueError(f"probe state is not that of a {self.estimator!r} estimator")
+        self._weights = [(m.to(device), m2.to(device)) for m, m2 in state.get("weights", [])]
+
+
+def log_windows(first: int, total: int, growth: float = 1.1) -> list[int]:
+    """The last step (1-based) of each probe window: `first` steps at first, each window `growth` times longer
+    than the one before (rounded down, never shorter than `first`), the last one ending at `total` (a remainder
+    shorter than `first` joins the window before it: a one-step window has no noise to measure)."""
+    if first < 1:
+        raise ValueError(f"the first window must hold at least 1 step, got {first}")
+    ends, length, end = [], float(first), 0
+    while end < total:
+        end = min(total, end + max(first, int(length)))
+        ends.append(end)
+        length *= growth
+    if len(ends) > 1 and ends[-1] - ends[-2] < first:
+        del ends[-2]
+    return ends
 
 
 def curves(history: list[dict[str, tuple[float, float]]]) -> dict[str, tuple[list[float], list[float]]]:

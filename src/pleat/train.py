@@ -18,7 +18,7 @@ from pleat.models import build
 from pleat.objective import PartialLocalEntropy
 from pleat.select import select
 from pleat.store import RunStore, environment
-from pleat.temperature import LayerTemperature
+from pleat.temperature import LayerTemperature, log_windows
 
 
 def derive(seed: int, *tags) -> int:
@@ -223,7 +223,7 @@ def _train(config: Config, store: RunStore, device: torch.device) -> dict:
     optimizer = _optimizer(config, model)
     noise = noise_generator(config, device)
     step = _step(config, model, optimizer, noise, autocast)
-    probe = LayerTemperature(model)
+    probe = LayerTemperature(model, estimator=config.probe_estimator)
     history = resume(store, device, model, optimizer, probe, noise)
     writer = _tensorboard(store, len(history)) if config.tensorboard else None
     started = time.time()
@@ -253,10 +253,11 @@ def _epoch(config: Config, data, model, step, probe: LayerTemperature, epoch: in
     correct = torch.zeros((), dtype=torch.int64, device=device)
     batches = epoch_order(config, n, epoch).to(device).split(config.batch_size)
     windows: list[dict] = []  # probe windows closed in this epoch (probe_every > 0)
+    closes = window_ends(config, len(batches))
     for step_index, index in enumerate(_progress(batches, config.progress, leave=False, unit="step")):
         x, y = batch(config, data, index, epoch, step_index)
         centre, out = step(x, y, probe)
-        if config.probe_every and (global_step := epoch * len(batches) + step_index + 1) % config.probe_every == 0:
+        if config.probe_every and (global_step := epoch * len(batches) + step_index + 1) in closes:
             windows.append({"step": global_step, "temperature": {k: list(v) for k, v in probe.epoch().items()}})
         loss_sum += centre.detach().double() * len(y)  # on the device: no host sync per step
         correct += (out.argmax(1) == y).sum()
@@ -265,6 +266,14 @@ def _epoch(config: Config, data, model, step, probe: LayerTemperature, epoch: in
     train = (float(loss_sum) / n, float(correct) / n)
     windows_or_none = windows if config.probe_every else None
     return epoch_record(epoch + 1, train, test, temperature, windows_or_none, time.time() - epoch_start)
+
+
+def window_ends(config: Config, steps_per_epoch: int) -> set[int] | range:
+    """The global steps (1-based) at which a probe window closes: every probe_every steps, or log-spaced."""
+    total = config.epochs * steps_per_epoch
+    if config.probe_windows == "log":
+        return set(log_windows(config.probe_every, total))
+    return range(config.probe_every, total + 1, config.probe_every) if config.probe_every else range(0)
 
 
 def _log(writer, record: dict) -> None:

@@ -523,13 +523,35 @@ def _share(table, holds: Callable, detail: str) -> Finding:
 
 
 def three_regimes(table, spec) -> Finding:
-    def holds(r, end):
-        peak = max(layer.peak for layer in r.layers)
-        return r.signal_end is not None and peak <= r.signal_end <= end / 2
-
     return _share(
-        table, holds, "every layer's signal peaks, then all layers turn noise-dominated by mid-training and stay so"
+        table,
+        lambda r, end: r.ordered,
+        "in the paper's order: every layer's signal peaks, then its noise overtakes it, then a late regime of parallel "
+        "log-curves starts",
     )
+
+
+def transition_at_peak(table, spec) -> Finding:
+    return _share(
+        table,
+        lambda r, end: r.transition_at_peak(),
+        "every layer's noise overtakes its signal between its signal peak and twice the peak time",
+    )
+
+
+def relu_tanh_alike(table, spec) -> Finding:
+    if "activation" not in table or table["activation"].nunique() < 2:
+        return empty("needs runs of both activations")
+    shares = {}
+    for activation, rows in table.groupby("activation"):
+        found = _regimes_per_run(rows)
+        if len(found) < 2:
+            return empty(f"needs at least 2 {activation} runs with probe windows")
+        shares[activation] = sum(r.ordered and r.common_cooling for _, r, _ in found) / len(found)
+    values = set(shares.values())
+    verdict = "supported" if values in ({0.0}, {1.0}) else "contradicted" if values == {0.0, 1.0} else "inconclusive"
+    what = ", ".join(f"{a}: {100 * v:.0f}% of runs" for a, v in shares.items())
+    return Finding("all", verdict=verdict, note=f"three ordered regimes with a common cooling: {what}")
 
 
 def common_cooling(table, spec) -> Finding:
@@ -685,6 +707,17 @@ CHECKS: dict[str, Claim] = {
         "dominated by noise. This occurs quite abruptly ... and approximately at the moment when the training "
         'signal attains its maximum value"',
         three_regimes,
+    ),
+    "transition_at_peak": Claim(
+        "The noise overtakes the signal at about the signal's peak",
+        '§2: "This occurs quite abruptly (in terms of optimization time) and approximately at the moment when the '
+        'training signal attains its maximum value"',
+        transition_at_peak,
+    ),
+    "relu_tanh_alike": Claim(
+        "ReLU and TanH nets show the same regimes",
+        '§2: "we have obtained qualitatively similar results both with ReLU and TanH activation functions"',
+        relu_tanh_alike,
     ),
     "common_cooling": Claim(
         "Late common cooling: layers' log-curves differ by constant offsets",
