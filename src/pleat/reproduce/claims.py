@@ -115,9 +115,8 @@ _METRICS: dict[str, Callable] = {
 def _collapsed(rows, plain) -> bool:
     if plain is None or plain.empty or rows.empty or "metrics" not in rows:
         return False
-    mine, theirs = per_seed(rows, "final_train_accuracy"), per_seed(plain, "final_train_accuracy")
-    mine = [v for v in mine.values() if v == v]
-    theirs = [v for v in theirs.values() if v == v]
+    mine = [v for v in per_seed(rows, "final_train_accuracy").values() if v == v]  # NaN: no train accuracy
+    theirs = [v for v in per_seed(plain, "final_train_accuracy").values() if v == v]
     return bool(mine and theirs) and sum(mine) / len(mine) < sum(theirs) / len(theirs) - COLLAPSE
 
 
@@ -732,7 +731,7 @@ CHECKS: dict[str, Claim] = {
 
 
 def _tests(finding: Finding) -> list[Test]:
-    out = []
+    out: list[Test] = []
     for part in finding.parts:
         out += _tests(part) if isinstance(part, Finding) else [part]
     return out
@@ -829,13 +828,13 @@ def judge(table, spec) -> list[Verdict]:
         }
     else:
         findings = {(claim, ""): CHECKS[claim].check(table, spec) for claim in spec.claims}
-    tests = [t for f in findings.values() for t in _tests(f) if t.estimate is not None and not t.collapsed]
-    p = holm([t.estimate.p_zero() if t.direction else _beyond(t) for t in tests])
-    equivalence = [t for t in tests if t.margin]
-    q = holm([t.estimate.p_equivalent(t.margin) for t in equivalence])
-    adjusted = {id(t): [pv, None] for t, pv in zip(tests, p)}
-    for t, qv in zip(equivalence, q):
-        adjusted[id(t)][1] = qv
+    tests = [(t, t.estimate) for f in findings.values() for t in _tests(f) if t.estimate and not t.collapsed]
+    p = holm([e.p_zero() if t.direction else _beyond(t) for t, e in tests])
+    equivalence = [(t, e) for t, e in tests if t.margin]
+    q = holm([e.p_equivalent(t.margin) for t, e in equivalence])
+    adjusted: dict[int, list[float | None]] = {id(t): [pv, None] for (t, _), pv in zip(tests, p)}
+    for (t, _), q_value in zip(equivalence, q):
+        adjusted[id(t)][1] = q_value
     done: dict[int, Test] = {}
     verdict_of: dict[int, str] = {}
     for f in findings.values():
@@ -901,7 +900,12 @@ def _shown(tests: list[Test], verdict: str) -> Test | None:
     if not usable:
         return None
     matching = [t for t in usable if t.verdict == verdict] or usable
-    return min(matching, key=lambda t: _decisive_p(t) if _decisive_p(t) is not None else 1.0)
+    return min(matching, key=_sort_p)
+
+
+def _sort_p(t: Test) -> float:
+    p = _decisive_p(t)
+    return 1.0 if p is None else p
 
 
 def _decisive_p(t: Test) -> float | None:
