@@ -32,8 +32,11 @@ class LayerTemperature:
     - `"weight"` (the statistic of the paper's reference [33], whose transition Figure 1 describes): per weight,
       the mean of ∂L/∂ω over the window's minibatches and its std; signal = (1/N_I) Σ |mean ∂L/∂ω| (the size of the
       mean gradient), noise = (1/N_I) Σ std ∂L/∂ω (its fluctuation). The noise overtakes the signal when the drift
-      common to the minibatches falls below their disagreement. It keeps two buffers of each watched weight's size
-      (Welford's running mean and squared deviations, in the gradient's dtype) on the device.
+      common to the minibatches falls below their disagreement. Its signal has a floor: over a window of L
+      minibatches, a weight with no drift still shows |mean| of about std·sqrt(2/(πL)), so the ratio is resolved
+      only down to that floor, which falls as windows grow (log-spaced windows: pleat.temperature.log_windows).
+      It keeps two buffers of each watched weight's size (Welford's running mean and squared deviations, in the
+      gradient's dtype) on the device.
 
     Call `step()` after each backward (and after `scaler.unscale_(optimizer)` when using a GradScaler, or pass
     the scale). Values are accumulated on the gradients' device with Welford's updates: no host synchronisation per
