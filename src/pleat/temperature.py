@@ -29,19 +29,22 @@ class LayerTemperature:
       window gives (mean of s_I, std of s_I across its minibatches). The std is that of an average over N_I weights
       (614,656 for a 784-wide layer), so it barely moves: over the quick Figure 1 runs its ratio to the signal has a
       median of 0.12-0.17 and never passes 0.40. It can never show the noise overtaking the signal.
-    - `"weight"` (the statistic of the paper's reference [33], whose transition Figure 1 describes): per weight,
-      the mean of ∂L/∂ω over the window's minibatches and its std; signal = (1/N_I) Σ |mean ∂L/∂ω| (the size of the
-      mean gradient), noise = (1/N_I) Σ std ∂L/∂ω (its fluctuation). The noise overtakes the signal when the drift
-      common to the minibatches falls below their disagreement. Its signal has a floor: over a window of L
-      minibatches, a weight with no drift still shows |mean| of about std·sqrt(2/(πL)), so the ratio is resolved
-      only down to that floor, which falls as windows grow (log-spaced windows: pleat.temperature.log_windows).
-      It keeps two buffers of each watched weight's size (Welford's running mean and squared deviations, in the
-      gradient's dtype) on the device.
+    - `"weight"` (the statistic of the paper's reference [33], whose transition Figure 1 describes): per weight, the
+      mean gradient over the window's L minibatches against its fluctuation, as norms over the layer scaled to a
+      per-weight size: signal = sqrt(<m_ω²> - <v_ω>/L), the RMS of the mean gradient with the part its own noise
+      adds removed (E m_ω² = drift² + v_ω/L), and noise = sqrt(<v_ω>), with v_ω the unbiased variance across the
+      window and <.> the mean over the layer's weights. Both estimate quantities that do not depend on L, so windows
+      of any length (log-spaced ones, pleat.temperature.log_windows) give comparable numbers; a plain |mean| would
+      carry a floor of about std·sqrt(2/(πL)) and an L-dependent crossing. A signal below its own resolution
+      (the debiased square under its standard error, about <v_ω>/L·sqrt(2/N_I)) is reported at that resolution.
+      The noise overtakes the signal when the drift common to the minibatches falls below their disagreement. It
+      keeps two buffers of each watched weight's size (Welford's running mean and squared deviations, in the
+      gradient's dtype) on the device; a window needs 2 steps or more.
 
     Call `step()` after each backward (and after `scaler.unscale_(optimizer)` when using a GradScaler, or pass
     the scale). Values are accumulated on the gradients' device with Welford's updates: no host synchronisation per
-    step. `epoch()` closes the window: it returns {layer name: (signal, noise)} (stds with ddof=0, as numpy's
-    default; one host sync) and appends it to `history`.
+    step. `epoch()` closes the window: it returns {layer name: (signal, noise)} (the "layer" std with ddof=0, as
+    numpy's default; one host sync) and appends it to `history`.
 
     Args:
         model: the network, or a DistributedDataParallel wrapper (read after the all-reduce).
@@ -106,8 +109,9 @@ class LayerTemperature:
         if self.count == 0:
             raise RuntimeError("no step recorded since the last epoch(): call probe.step() after each backward")
         if self.estimator == "weight":
-            mean = torch.stack([m.abs().double().mean() for m, _ in self._weights]).tolist()
-            std = torch.stack([(m2.double() / self.count).sqrt().mean() for _, m2 in self._weights]).tolist()
+            if self.count < 2:
+                raise RuntimeError("the per-weight estimator needs 2 steps or more in a window to measure a noise")
+            mean, std = per_weight_signal_noise(self._weights, self.count)
         else:
             assert self._mean is not None and self._m2 is not None
             mean = self._mean.tolist()
@@ -141,6 +145,20 @@ class LayerTemperature:
         if ("weights" in state) != (self.estimator == "weight"):
             raise ValueError(f"probe state is not that of a {self.estimator!r} estimator")
         self._weights = [(m.to(device), m2.to(device)) for m, m2 in state.get("weights", [])]
+
+
+def per_weight_signal_noise(buffers: list[tuple[Tensor, Tensor]], count: int) -> tuple[list[float], list[float]]:
+    """Signal and noise of each layer from its Welford buffers (mean, m2) over `count` steps; see the "weight"
+    estimator of `LayerTemperature`."""
+    rows = []
+    for mean, m2 in buffers:
+        n = mean.numel()
+        var = m2.double().sum() / (count - 1) / n  # <v>: unbiased variance, mean over the weights
+        square = mean.double().square().mean() - var / count  # <m²> - <v>/L, unbiased for <drift²>
+        resolution = var / count * math.sqrt(2 / n)
+        rows.append(torch.stack([torch.maximum(square, resolution).sqrt(), var.sqrt()]))
+    signal, noise = torch.stack(rows).T.tolist()  # one host sync
+    return signal, noise
 
 
 def log_windows(first: int, total: int, growth: float = 1.1) -> list[int]:
