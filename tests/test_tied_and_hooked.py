@@ -144,3 +144,50 @@ def test_a_replaced_forward_is_used_and_kept(engine):
 def test_select_lists_aliases():
     selected = pleat.select(TinyLM(), ["head"])
     assert [(s.name, s.aliases) for s in selected] == [("embed.weight", ("head.weight",))]
+
+
+class CrossedBN(nn.Module):
+    """Two BatchNorms of one width, registered in one order and called in the other."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.first = nn.Linear(4, 4)
+        self.bn_a = nn.BatchNorm1d(4)  # registered first, called second
+        self.bn_b = nn.BatchNorm1d(4)
+        self.second = nn.Linear(4, 4)
+        self.out = nn.Linear(4, 3)
+        self.double()
+
+    def forward(self, x):
+        h = self.bn_b(torch.tanh(self.first(x)))
+        return self.out(torch.tanh(self.bn_a(self.second(h) * 3.0 + 1.0)))
+
+
+@pytest.mark.parametrize("engine", ["vectorised", "sequential"])
+@pytest.mark.parametrize("layers", [["first"], ["second"], ["out"]])
+def test_batchnorm_statistics_land_on_the_layer_that_made_them(engine, layers):
+    model = CrossedBN()
+    plain = copy.deepcopy(model)
+    x, t = tied_batch(TiedMLP())
+    plain(x)  # one plain training forward: what the running statistics must hold afterwards
+    smooth(model, layers=layers, radius=0.1, samples=3, seed=4, engine=engine)(x, t).backward()
+    for b, b_ref in zip(model.buffers(), plain.buffers()):
+        assert_close(b, b_ref)
+    assert model.bn_a.running_mean.sub(model.bn_b.running_mean).abs().max() > 0.1  # they differ: a swap would show
+
+
+@pytest.mark.parametrize("engine", ["vectorised", "sequential"])
+@pytest.mark.parametrize("kind", ["pla", "plea"])
+def test_a_users_hook_that_changes_a_smoothed_layers_output_sees_the_perturbed_weight(engine, kind):
+    model = TiedMLP()
+    model.out.register_forward_hook(lambda m, args, out: 2 * out)  # linear in the weight: 2 (W + ΔW) x
+    x, t = tied_batch(model)
+    deltas = draw_like_pleat(model, ["out.weight"], 3, 0.2, seed=6)
+    loss_ref, grad_ref, _ = naive(copy.deepcopy(model), F.cross_entropy, x, t, deltas, kind)
+    obj = smooth(model, layers=["out"], radius=0.2, samples=3, kind=kind, seed=6, engine=engine)
+    loss = obj(x, t)
+    loss.backward()
+    assert_close(loss.detach(), loss_ref)
+    for n, p in model.named_parameters():
+        assert_close(p.grad, grad_ref[n])

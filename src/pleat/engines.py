@@ -131,6 +131,7 @@ class BatchNormCentre:
             if isinstance(m, _BatchNorm) and m.training and m.track_running_stats and m.running_mean is not None
         ]
         self.seen: list[tuple[Tensor, Tensor]] = []
+        self.calls: list[int] = []  # the BatchNorm behind each entry of `seen` (call order, not registration order)
 
     @contextmanager
     def frozen(self):
@@ -145,14 +146,19 @@ class BatchNormCentre:
 
     @contextmanager
     def recording(self):
-        """Record each BatchNorm's batch mean and (unbiased) variance into `seen`, in call order."""
+        """Record each BatchNorm's batch mean and (unbiased) variance into `seen`, and its index into `calls`, in
+        call order (a BatchNorm called twice appears twice, as it updates twice in plain training)."""
 
-        def record(m, args):
-            x = args[0]
-            dims = [d for d in range(x.dim()) if d != 1]
-            self.seen.append((x.detach().mean(dims), x.detach().var(dims, unbiased=True)))
+        def recorder(k: int):
+            def record(m, args):
+                x = args[0]
+                dims = [d for d in range(x.dim()) if d != 1]
+                self.calls.append(k)
+                self.seen.append((x.detach().mean(dims), x.detach().var(dims, unbiased=True)))
 
-        handles = [m.register_forward_pre_hook(record) for m in self.bns]
+            return record
+
+        handles = [m.register_forward_pre_hook(recorder(k)) for k, m in enumerate(self.bns)]
         try:
             yield self.seen
         finally:
@@ -160,9 +166,13 @@ class BatchNormCentre:
                 h.remove()
 
     @torch.no_grad()
-    def apply(self, stats: list[tuple[Tensor, Tensor]]) -> None:
-        """One training step's update of the running statistics from the centre's `stats`, as F.batch_norm does."""
-        for bn, (mean, var) in zip(self.bns, stats):
+    def apply(self, stats: list[tuple[Tensor, Tensor]], calls: list[int]) -> None:
+        """One training step's update of the running statistics from the centre's `stats`, made by the BatchNorms
+        `calls` (as `recording` listed them), in call order, as F.batch_norm does."""
+        if len(stats) != len(calls):
+            raise RuntimeError(f"{len(stats)} BatchNorm statistics recorded for {len(calls)} calls")
+        for k, (mean, var) in zip(calls, stats):
+            bn = self.bns[k]
             count, running_mean, running_var = bn.num_batches_tracked, bn.running_mean, bn.running_var
             assert count is not None and running_mean is not None and running_var is not None  # tracking BNs only
             count.add_(1)
@@ -211,11 +221,16 @@ def vectorised(target: Target, draws: Draws, args: tuple, targets) -> tuple[Tens
     def point(i):
         index["i"] = i
         batchnorm.seen.clear()
+        batchnorm.calls.clear()
         swapped = {target.prefix + n: params[n] + row(deltas[n], i) for n in substituted}
         out = functional_call(target.model, swapped, args, strict=False)
         return scalar_loss(target.loss_fn, out, targets), out, tuple(batchnorm.seen)
 
-    hooks = [modules[n].register_forward_hook(add_branch(n, deltas[s.name])) for n, s in branched.items()]
+    # prepended: W x + ΔW x is the layer's output before any hook of the user's sees it, so a hook that changes the
+    # output (linear in W) acts on (W + ΔW) x, as it does in the sequential engine
+    hooks = [
+        modules[n].register_forward_hook(add_branch(n, deltas[s.name]), prepend=True) for n, s in branched.items()
+    ]
     try:
         with batchnorm.frozen(), batchnorm.recording():
             losses, outs, stats = vmap(point, randomness="different")(torch.arange(points, device=_device(module)))
@@ -228,7 +243,7 @@ def vectorised(target: Target, draws: Draws, args: tuple, targets) -> tuple[Tens
         target.no_branch |= set(branched) - called
         draws.restart()
         return vectorised(target, draws, args, targets)
-    batchnorm.apply([(mean[0], var[0]) for mean, var in stats])
+    batchnorm.apply([(mean[0], var[0]) for mean, var in stats], batchnorm.calls)
     return losses, tree_map(lambda t: t[0], outs)
 
 
@@ -254,10 +269,10 @@ def sequential(target: Target, draws: Draws, args: tuple, targets) -> tuple[Tens
         else:
             centre_loss, centre_out = checkpoint(evaluate, 0, use_reentrant=False)
             losses = [centre_loss]
-        centre_stats = list(seen)
+        centre_stats, centre_calls = list(seen), list(batchnorm.calls)
     for a in range(1, draws.samples + 1):
         losses.append(checkpoint(lambda a=a: evaluate(a)[0], use_reentrant=False))
-    batchnorm.apply(centre_stats)
+    batchnorm.apply(centre_stats, centre_calls)
     return torch.stack(losses), centre_out
 
 

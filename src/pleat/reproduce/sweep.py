@@ -150,8 +150,8 @@ def reproduce(
             print(f"took {reused} finished runs from the sweeps {', '.join(spec.reuse)}", file=stream)
     todo = [r for r in runs if not (Path(r.config.out_dir) / r.config.key() / "result.json").exists()]
     regimes = list(dict.fromkeys(r.regime for r in runs))
-    # regime by regime, seed by seed: a sweep cut short leaves complete paired sets
-    todo.sort(key=lambda r: (regimes.index(r.regime), r.config.seed))
+    # regime by regime, seed by seed, cheapest first: a sweep cut short leaves complete paired sets
+    todo.sort(key=lambda r: (regimes.index(r.regime), r.config.seed, estimate_seconds(r)))
     keys = swept(runs)
     parallel = workers if executor == "local" else max(1, int(executors.cores() // cpus_per_task))
     estimate = sum(estimate_seconds(r) for r in todo)  # the workers share the machine's cores
