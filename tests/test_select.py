@@ -70,3 +70,16 @@ def test_describe_lists_selection():
     obj = pleat.PartialLocalEntropy(fc(2), F.cross_entropy, layers=[1, 2], radius=0.01)
     text = obj.describe()
     assert "fc1.weight" in text and "fc2.weight" in text and "(784, 784)" in text and "1,229,312" in text
+
+
+def test_a_pattern_selects_weight_layers_not_normalisation_weights():
+    from collections import OrderedDict
+
+    block = nn.Sequential(
+        OrderedDict(conv=nn.Conv2d(3, 4, 3), bn=nn.BatchNorm2d(4), conv2=nn.Conv2d(4, 4, 3), bn2=nn.BatchNorm2d(4))
+    )
+    model = nn.Sequential(OrderedDict(layer4=block, head=nn.Linear(4, 2)))
+    assert [s.name for s in pleat.select(model, ["layer4.*"])] == ["layer4.conv.weight", "layer4.conv2.weight"]
+    assert [s.name for s in pleat.select(model, ["layer4.bn"])] == ["layer4.bn.weight"]  # named: taken as asked
+    with pytest.raises(ValueError, match="matches no Linear or convolution, only layer4.bn, layer4.bn2"):
+        pleat.select(model, ["layer4.bn*"])

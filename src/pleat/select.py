@@ -82,7 +82,15 @@ def _match(model: nn.Module, spec: LayerSpec) -> list[str]:
             )
         if spec.endswith(".weight") and spec[: -len(".weight")] in modules:
             return [spec[: -len(".weight")]]
-        hits = [n for n, m in modules.items() if n and fnmatch.fnmatchcase(n, spec) and _owns_weight(m)]
+        # a pattern selects weight layers only: "layer4.*" on a ResNet means its convolutions, not its BatchNorms
+        matched = [n for n, m in modules.items() if n and fnmatch.fnmatchcase(n, spec) and _owns_weight(m)]
+        hits = [n for n in matched if isinstance(modules[n], WEIGHT_LAYER_TYPES)]
+        if matched and not hits:
+            raise ValueError(
+                f"layers entry {spec!r} matches no Linear or convolution, only {', '.join(matched[:4])}"
+                f"{' ...' if len(matched) > 4 else ''} (patterns select weight layers; name other modules one by one "
+                f"or give their type); {available(model)}"
+            )
         return hits
     if isinstance(spec, type) and issubclass(spec, nn.Module):
         return [n for n, m in modules.items() if isinstance(m, spec) and _owns_weight(m)]
@@ -102,9 +110,9 @@ def select(
 
     Args:
         model: the network.
-        layers: one spec or a list of specs (1-based weight-layer index, module name, glob pattern over module
-            names, module type, or callable `(name, module) -> bool`); `"all"` or `None` selects every weight layer
-            (the isotropic case).
+        layers: one spec or a list of specs (1-based weight-layer index, module name, glob pattern over the names
+            of weight layers (Linear and convolutions: a pattern never picks a BatchNorm or LayerNorm), module type,
+            or callable `(name, module) -> bool`); `"all"` or `None` selects every weight layer (the isotropic case).
         include_bias: also smooth the biases of the selected modules (the paper never does).
 
     Returns:
