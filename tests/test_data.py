@@ -96,7 +96,10 @@ def test_real_files(name, first):
 
 def test_data_root_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("PLEAT_DATA", str(tmp_path / "env"))
-    assert data.data_root("explicit") == Path("explicit")
+    (tmp_path / "explicit").mkdir()
+    assert data.data_root(str(tmp_path / "explicit")) == tmp_path / "explicit"
+    with pytest.raises(FileNotFoundError, match="is not a folder: create it"):
+        data.data_root(str(tmp_path / "typo"))
     assert data.data_root("") == tmp_path / "env"
     monkeypatch.delenv("PLEAT_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -228,6 +228,8 @@ def test_report_of_a_plain_run_store(tmp_path, capsys):
     assert main(["report", str(tmp_path / "store"), "--out", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text()
     assert "radius=0.01" in page and "radius=0.05" in page and page.count("<img") == 1
+    assert main(["report", str(tmp_path / "store")]) == 0  # no --out: beside the runs, not in this folder
+    assert (tmp_path / "store" / "report.html").exists()
 
 
 @needs_data

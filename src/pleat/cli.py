@@ -11,8 +11,9 @@ from pleat.config import Config, help_texts, load, parse_set, shown
 
 
 def _train(args) -> int:
+    from pleat.data import data_root
     from pleat.store import RunStore
-    from pleat.train import train
+    from pleat.train import check_layers, train
 
     overrides = parse_set(args.set or [])
     for f in dataclasses.fields(Config):
@@ -22,12 +23,28 @@ def _train(args) -> int:
                 raise ValueError(f"config key {f.name!r} is given twice, by --set and by --{f.name.replace('_', '-')}")
             overrides.update(parse_set([f"{f.name}={value}"]))
     config = load(args.config, overrides)  # every check happens here, before any work
+    if config.kind in ("pla", "plea") and (config.samples == 0 or config.radius == 0):
+        raise ValueError(
+            f"kind {config.kind!r} with samples = {config.samples} and radius = {config.radius:g} smooths nothing: it "
+            "would train plain SGD under another name; use --kind none for plain SGD, or samples > 0 and radius > 0"
+        )
+    check_layers(config)  # a bad layer or data folder fails now, before data loading and before a run folder exists
+    data_root(config.data_dir)
     store = RunStore(config)
     if store.finished:
         print(f"already finished: {store.dir} (delete it to train again)")
     elif (epoch := store.checkpoint_epoch()) is not None:
         print(f"resuming {store.dir} from epoch {epoch} of {config.epochs}")
-    args.interrupted = f"run {store.dir} stops at its last checkpoint; run the same command again to resume it"
+
+    def interrupted() -> str:
+        if store.checkpoint_epoch() is None:
+            return f"run {store.dir} had no checkpoint yet; run the same command again to start it over"
+        return (
+            f"run {store.dir} stops at its checkpoint of epoch {store.checkpoint_epoch()}; run the same command "
+            "again to resume it"
+        )
+
+    args.interrupted = interrupted
     result = train(config)
     print(
         f"best test accuracy {result['best_test_accuracy']:.4f} (epoch {result['best_epoch']}), "
@@ -40,6 +57,8 @@ def _train(args) -> int:
 def _runs(args) -> int:
     from pleat.store import runs
 
+    if not os.path.isdir(args.dir):
+        raise FileNotFoundError(f"{args.dir} is not a folder: give the run store (the out_dir of pleat train)")
     table = runs(args.dir)
     if table.empty:
         print(f"no runs in {args.dir}")
@@ -98,7 +117,8 @@ def _reproduce(args) -> int:
 def _report(args) -> int:
     from pleat.reproduce import write_report
 
-    path, verdicts, _ = write_report(args.dirs, args.out)
+    out = args.out or (os.path.join(args.dirs[0], "report.html") if len(args.dirs) == 1 else "report.html")
+    path, verdicts, _ = write_report(args.dirs, out)
     for v in verdicts:
         print(f"  {v.verdict:>26}  {v.text}")
     print(f"report {path}")
@@ -148,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     rep.set_defaults(run=_reproduce)
     report = sub.add_parser("report", help="one self-contained HTML report of sweep folders or run stores")
     report.add_argument("dirs", nargs="+", help="sweep folders (from pleat reproduce) or run stores")
-    report.add_argument("--out", default="report.html", help="the HTML file to write (default report.html)")
+    report.add_argument(
+        "--out", help="the HTML file to write (default: report.html in the one folder given, else in this folder)"
+    )
     report.set_defaults(run=_report)
     runs = sub.add_parser("runs", help="what ran in a run store: status, epochs, best and final accuracy")
     runs.add_argument("dir", nargs="?", default="runs")
@@ -165,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print(f"\npleat: interrupted; {getattr(args, 'interrupted', 'nothing was lost')}", file=sys.stderr)
+        said = getattr(args, "interrupted", "nothing was lost")
+        print(f"\npleat: interrupted; {said() if callable(said) else said}", file=sys.stderr)
         return 130
 
 

@@ -21,7 +21,10 @@ from torch import Tensor
 def data_root(data_dir: str | os.PathLike = "") -> Path:
     """Where datasets live: `data_dir`, else $PLEAT_DATA, else $XDG_CACHE_HOME/pleat/data (~/.cache/pleat/data)."""
     if data_dir:
-        return Path(data_dir).expanduser()
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():  # a typo must not become a fresh download into a new folder
+            raise FileNotFoundError(f"data_dir {data_dir} is not a folder: create it to download the data there")
+        return root
     if os.environ.get("PLEAT_DATA"):
         return Path(os.environ["PLEAT_DATA"]).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"

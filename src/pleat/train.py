@@ -77,8 +77,19 @@ def train(config: Config) -> dict:
     store = RunStore(config)
     if store.finished:
         return store.result()
+    check_layers(config)
     with store.lock():
         return store.result() if store.finished else _train(config, store, device)
+
+
+def check_layers(config: Config) -> None:
+    """Raise ValueError (listing the model's layers) when `config.layers` selects nothing of its model: built on
+    the meta device, so that the check costs no memory and no data."""
+    if config.kind in ("none", "sam"):
+        return
+    with torch.device("meta"):
+        model = build(config.model, config.activation)
+    select(model, list(config.layers))
 
 
 def load_data(config: Config, device: torch.device) -> datasets.Dataset:

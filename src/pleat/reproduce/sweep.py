@@ -23,6 +23,9 @@ from pleat.reproduce.spec import Run, Spec, expand, load_spec, swept
 # evaluation. fc3, fc4 and the CNNs scaled by their arithmetic. Evaluation costs about a third of a training step.
 _PLAIN_SECONDS = {"fc2": 0.03, "fc3": 0.045, "fc4": 0.06, "cnn-cifar10": 2.4, "cnn-stl10": 30.0}
 _TRAIN_SIZE = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000, "stl10": 5000}
+# what a run costs besides its epochs: loading and checking the data, the store, the first steps (the smoke Fig 3
+# sweep, 14 runs of 1,000 examples for one epoch, took 39 s)
+_RUN_OVERHEAD = 2.5
 _TEST_SIZE = {"mnist": 10000, "fashion-mnist": 10000, "cifar10": 10000, "stl10": 8000}
 
 
@@ -45,7 +48,7 @@ def estimate_seconds(run: Run) -> float:
     factor = {"none": 1.0, "sam": 2.0, "noise": 1.3}.get(c.kind)
     if factor is None:
         factor = 1 + _point_cost(run) * c.samples
-    return c.epochs * (n * factor + test / 3) / 1000 * _PLAIN_SECONDS[c.model]
+    return _RUN_OVERHEAD + c.epochs * (n * factor + test / 3) / 1000 * _PLAIN_SECONDS[c.model]
 
 
 _UNUSED = {"none": {"layers", "radius", "samples", "sharpness"}, "sam": {"layers", "samples", "sharpness"}}
