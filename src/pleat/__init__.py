@@ -7,7 +7,7 @@ from pleat.regimes import Regimes, regimes
 from pleat.select import select, weight_layers
 from pleat.temperature import LayerTemperature
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Box",

@@ -126,7 +126,10 @@ def _report(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pleat import __version__
+
     parser = argparse.ArgumentParser(prog="pleat", description="Partial local entropy: train and probe networks.")
+    parser.add_argument("--version", action="version", version=f"pleat {__version__} (distribution torch-pleat)")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="one training run (no config file: the paper's Figure 3 protocol)")
     train.add_argument("config", nargs="?", help="a TOML file of config keys")

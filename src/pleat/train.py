@@ -302,7 +302,7 @@ def _optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     try:
         from pytorch_optimizer import SAM
     except ImportError as e:
-        raise ImportError("kind = 'sam' needs pytorch-optimizer: pip install 'pleat[train]'") from e
+        raise ImportError("kind = 'sam' needs pytorch-optimizer: pip install 'torch-pleat[train]'") from e
     return SAM(model.parameters(), torch.optim.SGD, rho=config.radius, **sgd)
 
 

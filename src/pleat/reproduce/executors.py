@@ -130,7 +130,7 @@ def ray(
     try:
         import ray as ray_
     except ImportError as e:
-        raise ValueError("--executor ray needs Ray: pip install 'pleat[cluster]'") from e
+        raise ValueError("--executor ray needs Ray: pip install 'torch-pleat[cluster]'") from e
     from pleat.store import import_run
 
     check_address(address)
