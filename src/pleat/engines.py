@@ -1,6 +1,6 @@
 """Engines: evaluate the loss at the y+1 points W + ΔW^a, the centre (ΔW^0 = 0) first.
 
-Both engines have one signature, `engine(target, draws, args, targets) -> (losses [y+1], centre output)`:
+Both engines have one signature, `engine(target, draws, args, kwargs, targets) -> (losses [y+1], centre output)`:
 - `target` says what is evaluated (the model, the loss, the smoothed parameters);
 - `draws` (a `Draws`) gives each point's perturbations: drawn once, in order, from the objective's generator, and
   redrawn on demand from the generator state recorded before the point;
@@ -42,16 +42,29 @@ class Target:
     model: nn.Module
     module: nn.Module
     prefix: str  # name of `module` inside `model`, with a trailing dot ("module." under DDP), or ""
-    loss_fn: Callable[..., Tensor]
+    loss_fn: Callable[..., Tensor] | None
     selected: list[Selected]
     # smoothed modules whose forward was not called although their weight was used (found at run time): their
     # weight is substituted instead of added as a branch
     no_branch: set[str] = field(default_factory=set)
 
 
-def scalar_loss(loss_fn: Callable[..., Tensor], out, targets) -> Tensor:
-    """`loss_fn(out, targets)`, checked to be a scalar tensor."""
-    loss = loss_fn(out, targets)
+def scalar_loss(loss_fn: Callable[..., Tensor] | None, out, targets) -> Tensor:
+    """`loss_fn(out, targets)`, checked to be a scalar tensor; with no loss_fn, the loss the model computed itself
+    (`out.loss` or `out["loss"]`, as Hugging Face models return it given labels, or `out` when it is a scalar)."""
+    if loss_fn is not None:
+        loss = loss_fn(out, targets)
+    elif isinstance(out, Tensor):
+        loss = out
+    elif isinstance(out, dict) and "loss" in out:
+        loss = out["loss"]
+    else:
+        loss = getattr(out, "loss", None)  # type: ignore[assignment]
+        if loss is None:
+            raise ValueError(
+                f"loss_fn is None but the model returned {type(out).__name__} without a loss: pass the labels to "
+                "the model (labels=...) so that it computes one, or give a loss_fn"
+            )
     if not isinstance(loss, Tensor) or loss.dim() != 0:
         shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
         raise ValueError(f"loss_fn must return a scalar tensor, got {shape}; use a reduction such as reduction='mean'")
@@ -186,7 +199,7 @@ def _branchable(m: nn.Module, s: Selected) -> bool:
     return type(m) in _BRANCH_TYPES and s.name.endswith("weight") and not s.aliases and getattr(m, "groups", 1) == 1
 
 
-def vectorised(target: Target, draws: Draws, args: tuple, targets) -> tuple[Tensor, object]:
+def vectorised(target: Target, draws: Draws, args: tuple, kwargs: dict, targets) -> tuple[Tensor, object]:
     """Per-point losses `[y+1]` and the centre's output, with every point in one vmap."""
     module = target.module
     params = dict(module.named_parameters())
@@ -223,14 +236,12 @@ def vectorised(target: Target, draws: Draws, args: tuple, targets) -> tuple[Tens
         batchnorm.seen.clear()
         batchnorm.calls.clear()
         swapped = {target.prefix + n: params[n] + row(deltas[n], i) for n in substituted}
-        out = functional_call(target.model, swapped, args, strict=False)
+        out = functional_call(target.model, swapped, args, kwargs, strict=False)
         return scalar_loss(target.loss_fn, out, targets), out, tuple(batchnorm.seen)
 
     # prepended: W x + ΔW x is the layer's output before any hook of the user's sees it, so a hook that changes the
     # output (linear in W) acts on (W + ΔW) x, as it does in the sequential engine
-    hooks = [
-        modules[n].register_forward_hook(add_branch(n, deltas[s.name]), prepend=True) for n, s in branched.items()
-    ]
+    hooks = [modules[n].register_forward_hook(add_branch(n, deltas[s.name]), prepend=True) for n, s in branched.items()]
     try:
         with batchnorm.frozen(), batchnorm.recording():
             losses, outs, stats = vmap(point, randomness="different")(torch.arange(points, device=_device(module)))
@@ -242,12 +253,12 @@ def vectorised(target: Target, draws: Draws, args: tuple, targets) -> tuple[Tens
         # substitute it instead, and evaluate again from the same draws
         target.no_branch |= set(branched) - called
         draws.restart()
-        return vectorised(target, draws, args, targets)
+        return vectorised(target, draws, args, kwargs, targets)
     batchnorm.apply([(mean[0], var[0]) for mean, var in stats], batchnorm.calls)
     return losses, tree_map(lambda t: t[0], outs)
 
 
-def sequential(target: Target, draws: Draws, args: tuple, targets) -> tuple[Tensor, object]:
+def sequential(target: Target, draws: Draws, args: tuple, kwargs: dict, targets) -> tuple[Tensor, object]:
     """Per-point losses `[y+1]` and the centre's output, one point at a time under activation checkpointing."""
     module = target.module
     params = dict(module.named_parameters())
@@ -258,13 +269,13 @@ def sequential(target: Target, draws: Draws, args: tuple, targets) -> tuple[Tens
         delta = {} if a == 0 else draws.point(a)
         swapped = {n: d.add_(params[n]) for n, d in delta.items()}  # W + ΔW in the noise's own memory
         with batchnorm.frozen():
-            out = functional_call(module, swapped, args, strict=False)
+            out = functional_call(module, swapped, args, kwargs, strict=False)
         return scalar_loss(target.loss_fn, out, targets), out
 
     with batchnorm.recording() as seen:
         if target.prefix:  # DDP: the centre runs through the wrapper, which prepares the gradient all-reduce
             with batchnorm.frozen():
-                centre_out = target.model(*args)
+                centre_out = target.model(*args, **kwargs)
             losses = [scalar_loss(target.loss_fn, centre_out, targets)]
         else:
             centre_loss, centre_out = checkpoint(evaluate, 0, use_reentrant=False)

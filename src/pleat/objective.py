@@ -75,7 +75,9 @@ class PartialLocalEntropy:
 
     Args:
         model: any module, or a DistributedDataParallel wrapper.
-        loss_fn: `loss_fn(output, targets) -> scalar tensor`, e.g. `torch.nn.functional.cross_entropy`.
+        loss_fn: `loss_fn(output, targets) -> scalar tensor`, e.g. `torch.nn.functional.cross_entropy`; None for
+            a model that computes its own loss (a Hugging Face model given `labels=`): the loss is `output.loss`,
+            `output["loss"]`, or the output itself when it is a scalar.
         layers: the smoothed subset U: 1-based weight-layer index (Linear/Conv in registration order), module
             name, glob pattern over module names, module type, callable `(name, module) -> bool`, a list of these,
             or "all" (every weight layer: the isotropic case).
@@ -99,7 +101,7 @@ class PartialLocalEntropy:
     def __init__(
         self,
         model: nn.Module,
-        loss_fn: Callable[..., Tensor],
+        loss_fn: Callable[..., Tensor] | None,
         *,
         layers: LayerSpec | Iterable[LayerSpec] | None,
         radius: float | None = None,
@@ -116,8 +118,8 @@ class PartialLocalEntropy:
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not callable(loss_fn):
-            raise TypeError("loss_fn must be callable as loss_fn(output, targets) -> scalar tensor")
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError("loss_fn must be callable as loss_fn(output, targets) -> scalar tensor, or None")
         if kernel is None:
             if radius is None:
                 raise ValueError(
@@ -214,12 +216,17 @@ class PartialLocalEntropy:
         size = sum(s.numel * params[s.name].element_size() for s in self.selected) * (self.samples + 1)
         return "sequential" if size > AUTO_SEQUENTIAL_BYTES else "vectorised"
 
-    def __call__(self, inputs: Tensor | tuple, targets) -> Tensor:
-        """The sampled loss at `inputs`, `targets`; see the class docstring."""
-        args = inputs if isinstance(inputs, tuple) else (inputs,)
+    def __call__(self, inputs: Tensor | tuple | None = None, targets=None, **kwargs) -> Tensor:
+        """The sampled loss; see the class docstring.
+
+        `obj(x, t)` calls `model(x)` and `loss_fn(output, t)`; a tuple of inputs is unpacked, `model(*inputs)`.
+        Keyword arguments go to the model: `obj(**batch)` calls `model(**batch)`, as Hugging Face models are called,
+        and with `loss_fn=None` the loss is the one the model computes (give it `labels`).
+        """
+        args = () if inputs is None else inputs if isinstance(inputs, tuple) else (inputs,)
         params = dict(self.target.module.named_parameters())
         device = self._device()
-        for a in args:
+        for a in (*args, *kwargs.values()):
             if isinstance(a, Tensor) and a.device != device:
                 raise ValueError(
                     f"inputs are on {a.device} but the model is on {device}; move them with .to({str(device)!r})"
@@ -232,7 +239,7 @@ class PartialLocalEntropy:
             torch.bfloat16,
         )
         try:
-            loss, losses, log_weights, out = self._evaluate(params, g, args, targets)
+            loss, losses, log_weights, out = self._evaluate(params, g, args, kwargs, targets)
         except BaseException:
             with torch.no_grad():  # a failed call leaves no trace, not even in BatchNorm statistics
                 for b, value in zip(buffers, saved):
@@ -241,9 +248,9 @@ class PartialLocalEntropy:
         self.last = self._summarise(loss, losses, log_weights, out, reduced)
         return loss
 
-    def _evaluate(self, params, g, args, targets):
+    def _evaluate(self, params, g, args, kwargs, targets):
         if self.samples == 0 or self.kernel.variance == 0:  # no perturbation: exactly the plain loss
-            out = self.model(*args)
+            out = self.model(*args, **kwargs)
             loss = engines.scalar_loss(self.target.loss_fn, out, targets)
             return loss, loss.unsqueeze(0), torch.zeros(1, dtype=loss.dtype, device=loss.device), out
         names = [s.name for s in self.selected]
@@ -251,7 +258,7 @@ class PartialLocalEntropy:
         engine = self._choose_engine(params)
         if engine == "vectorised":
             try:
-                losses, out = engines.vectorised(self.target, draws, args, targets)
+                losses, out = engines.vectorised(self.target, draws, args, kwargs, targets)
             except RuntimeError as e:
                 if self.engine != "auto" or not _is_vmap_error(e):
                     raise
@@ -264,7 +271,7 @@ class PartialLocalEntropy:
                 draws.restart()
                 engine = "sequential"
         if engine == "sequential":
-            losses, out = engines.sequential(self.target, draws, args, targets)
+            losses, out = engines.sequential(self.target, draws, args, kwargs, targets)
         log_weights = torch.zeros_like(losses)  # log-kernel per point: 0 for the centre and for flat kernels
         if not self.kernel.flat:
             log_weights[1:] = torch.stack([self._weigh(draws.point(a)) for a in range(1, self.samples + 1)])
