@@ -128,3 +128,39 @@ def test_a_tiny_hugging_face_model_built_here():
     torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(ga, gb, rtol=1e-8, atol=1e-12)
     assert la.shape == (4,) and torch.isfinite(la).all() and (la[1:] != la[0]).all()
+
+
+def tiny_gpt2():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(
+        vocab_size=40, n_positions=16, n_embd=16, n_layer=2, n_head=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
+    )
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).double()
+    assert model.lm_head.weight is model.transformer.wte.weight  # the tied head
+    g = torch.Generator().manual_seed(4)
+    ids = torch.randint(0, 40, (3, 6), generator=g)
+    return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+
+@pytest.mark.parametrize("engine", ["vectorised", "sequential"])
+@pytest.mark.parametrize("kind", ["pla", "plea"])
+def test_gpt2_with_its_tied_head_matches_the_naive_loop(engine, kind):
+    model, batch = tiny_gpt2()
+    layers = ["transformer.h.*.mlp.*", "transformer.h.*.attn.*"]  # the MLP blocks and the attention projections
+    names = [s.name for s in pleat.select(model, layers)]
+    assert names == [
+        f"transformer.h.{i}.{m}.weight"
+        for i in (0, 1)
+        for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    ]
+    deltas = draw_like_pleat(model, names, 2, 0.05, seed=8)
+    loss_ref, grad_ref, losses_ref = reference(model, batch, deltas, kind)
+    obj = smooth(model, None, layers=layers, radius=0.05, samples=2, kind=kind, seed=8, engine=engine)
+    loss = obj(**batch)
+    loss.backward()
+    # transformers takes its causal-LM loss in float32 (logits.float()), even for a float64 model: float32 tolerances
+    torch.testing.assert_close(loss.detach().double(), loss_ref.double(), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(obj.last.losses.double(), losses_ref.double(), rtol=1e-6, atol=1e-7)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grad_ref[n], rtol=1e-5, atol=1e-7)

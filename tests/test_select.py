@@ -81,5 +81,20 @@ def test_a_pattern_selects_weight_layers_not_normalisation_weights():
     model = nn.Sequential(OrderedDict(layer4=block, head=nn.Linear(4, 2)))
     assert [s.name for s in pleat.select(model, ["layer4.*"])] == ["layer4.conv.weight", "layer4.conv2.weight"]
     assert [s.name for s in pleat.select(model, ["layer4.bn"])] == ["layer4.bn.weight"]  # named: taken as asked
-    with pytest.raises(ValueError, match="matches no Linear or convolution, only layer4.bn, layer4.bn2"):
+    with pytest.raises(ValueError, match=r"matches only normalisation layers \(layer4.bn, layer4.bn2\)"):
         pleat.select(model, ["layer4.bn*"])
+
+
+def test_layer4_of_a_resnet18_is_its_five_convolutions():
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18(weights=None)
+    chosen = [s.name for s in pleat.select(model, ["layer4.*"])]
+    assert chosen == [
+        "layer4.0.conv1.weight",
+        "layer4.0.conv2.weight",
+        "layer4.0.downsample.0.weight",
+        "layer4.1.conv1.weight",
+        "layer4.1.conv2.weight",
+    ]
+    with pytest.raises(ValueError, match="'layer4.*'"):  # the container's own error suggests the pattern above
+        pleat.select(model, ["layer4"])

@@ -237,7 +237,7 @@ def vectorised(target: Target, draws: Draws, args: tuple, kwargs: dict, targets)
         batchnorm.calls.clear()
         swapped = {target.prefix + n: params[n] + row(deltas[n], i) for n in substituted}
         out = functional_call(target.model, swapped, args, kwargs, strict=False)
-        return scalar_loss(target.loss_fn, out, targets), out, tuple(batchnorm.seen)
+        return scalar_loss(target.loss_fn, out, targets), tensors_of(out), tuple(batchnorm.seen)
 
     # prepended: W x + ΔW x is the layer's output before any hook of the user's sees it, so a hook that changes the
     # output (linear in W) acts on (W + ΔW) x, as it does in the sequential engine
@@ -256,6 +256,14 @@ def vectorised(target: Target, draws: Draws, args: tuple, kwargs: dict, targets)
         return vectorised(target, draws, args, kwargs, targets)
     batchnorm.apply([(mean[0], var[0]) for mean, var in stats], batchnorm.calls)
     return losses, tree_map(lambda t: t[0], outs)
+
+
+def tensors_of(out):
+    """What vmap can return of a model's output: a mapping (a Hugging Face ModelOutput) keeps its tensor entries and
+    drops the rest, such as a key-value cache object (pass use_cache=False not to build one); anything else as is."""
+    if isinstance(out, dict) and not all(isinstance(v, Tensor) for v in out.values()):
+        return {k: v for k, v in out.items() if isinstance(v, Tensor)}
+    return out
 
 
 def sequential(target: Target, draws: Draws, args: tuple, kwargs: dict, targets) -> tuple[Tensor, object]:

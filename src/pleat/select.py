@@ -56,6 +56,12 @@ def available(model: nn.Module) -> str:
     return "available weight layers (index: name):\n" + ("\n".join(rows) or "  (none)")
 
 
+def is_norm(m: nn.Module) -> bool:
+    """A normalisation layer (BatchNorm, LayerNorm, GroupNorm, RMSNorm, and the like of other libraries, such as
+    T5LayerNorm or LlamaRMSNorm): its weight is a per-feature scale, not a weight layer's."""
+    return "Norm" in type(m).__name__
+
+
 def _owns_weight(m: nn.Module) -> bool:
     return isinstance(m.__dict__.get("_parameters", {}).get("weight"), nn.Parameter)
 
@@ -82,14 +88,15 @@ def _match(model: nn.Module, spec: LayerSpec) -> list[str]:
             )
         if spec.endswith(".weight") and spec[: -len(".weight")] in modules:
             return [spec[: -len(".weight")]]
-        # a pattern selects weight layers only: "layer4.*" on a ResNet means its convolutions, not its BatchNorms
+        # a pattern selects weight layers, never normalisation layers: "layer4.*" on a ResNet means its
+        # convolutions, not its BatchNorms
         matched = [n for n, m in modules.items() if n and fnmatch.fnmatchcase(n, spec) and _owns_weight(m)]
-        hits = [n for n in matched if isinstance(modules[n], WEIGHT_LAYER_TYPES)]
+        hits = [n for n in matched if not is_norm(modules[n])]
         if matched and not hits:
             raise ValueError(
-                f"layers entry {spec!r} matches no Linear or convolution, only {', '.join(matched[:4])}"
-                f"{' ...' if len(matched) > 4 else ''} (patterns select weight layers; name other modules one by one "
-                f"or give their type); {available(model)}"
+                f"layers entry {spec!r} matches only normalisation layers ({', '.join(matched[:4])}"
+                f"{' ...' if len(matched) > 4 else ''}): patterns leave them out; name them one by one, or give "
+                f"their type, to smooth them; {available(model)}"
             )
         return hits
     if isinstance(spec, type) and issubclass(spec, nn.Module):
@@ -111,8 +118,9 @@ def select(
     Args:
         model: the network.
         layers: one spec or a list of specs (1-based weight-layer index, module name, glob pattern over the names
-            of weight layers (Linear and convolutions: a pattern never picks a BatchNorm or LayerNorm), module type,
-            or callable `(name, module) -> bool`); `"all"` or `None` selects every weight layer (the isotropic case).
+            of modules with a weight, normalisation layers left out (`is_norm`: a pattern never picks a BatchNorm
+            or LayerNorm), module type, or callable `(name, module) -> bool`); `"all"` or `None` selects every
+            weight layer, Linear and convolutions (the isotropic case).
         include_bias: also smooth the biases of the selected modules (the paper never does).
 
     Returns:
