@@ -479,3 +479,20 @@ def test_box_draws_uniform_moments_and_range():
     again = torch.empty_like(out)
     pleat.Box(0.3).sample_(again, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
+
+
+@pytest.mark.parametrize("layers", [[3], [2], [1]])
+def test_both_engines_give_plain_autocasts_loss_precision_under_bf16(layers):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+    x, t = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    found = {}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = F.cross_entropy(model(x), t)
+        for engine in ("vectorised", "sequential"):
+            obj = smooth(model, layers=layers, radius=0.05, samples=3, seed=1, engine=engine)
+            loss = obj(x, t)
+            assert loss.dtype == plain.dtype == torch.float32, engine  # the head alone once gave bfloat16
+            found[engine] = obj.last.losses
+            assert abs(obj.last.centre_loss.item() - plain.item()) < 1e-3  # bf16 rounding of the stacked products
+    torch.testing.assert_close(found["vectorised"], found["sequential"], rtol=2e-3, atol=2e-3)

@@ -49,11 +49,25 @@ class Target:
     no_branch: set[str] = field(default_factory=set)
 
 
+def _upcast_under_autocast(out):
+    """Under float16/bfloat16 autocast, reduced-precision outputs in float32 before the loss: plain autocast code
+    gets its losses (cross-entropy, MSE, ...) in float32 that way, while inside vmap the same call could stay in
+    bfloat16 (the vectorised engine returned a bfloat16 loss when only the head was smoothed)."""
+    reduced = (torch.float16, torch.bfloat16)
+
+    def up(t):
+        if isinstance(t, Tensor) and t.dtype in reduced and torch.is_autocast_enabled(t.device.type):
+            return t.float()
+        return t
+
+    return tree_map(up, out)
+
+
 def scalar_loss(loss_fn: Callable[..., Tensor] | None, out, targets) -> Tensor:
     """`loss_fn(out, targets)`, checked to be a scalar tensor; with no loss_fn, the loss the model computed itself
     (`out.loss` or `out["loss"]`, as Hugging Face models return it given labels, or `out` when it is a scalar)."""
     if loss_fn is not None:
-        loss = loss_fn(out, targets)
+        loss = loss_fn(_upcast_under_autocast(out), targets)
     elif isinstance(out, Tensor):
         loss = out
     elif isinstance(out, dict) and "loss" in out:
