@@ -191,3 +191,46 @@ def test_a_users_hook_that_changes_a_smoothed_layers_output_sees_the_perturbed_w
     assert_close(loss.detach(), loss_ref)
     for n, p in model.named_parameters():
         assert_close(p.grad, grad_ref[n])
+
+
+class TwiceBN(nn.Module):
+    """One BatchNorm called twice, on two different inputs: plain training updates it twice."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.first = nn.Linear(4, 4)
+        self.bn = nn.BatchNorm1d(4)
+        self.out = nn.Linear(4, 3)
+        self.double()
+
+    def forward(self, x):
+        h = self.bn(torch.tanh(self.first(x)))
+        return self.out(self.bn(h * 2.0 + 0.5))
+
+
+@pytest.mark.parametrize("engine", ["vectorised", "sequential"])
+def test_a_batchnorm_called_twice_updates_twice_as_in_plain_training(engine):
+    model = TwiceBN()
+    plain = copy.deepcopy(model)
+    x, t = tied_batch(TiedMLP())
+    plain(x)
+    smooth(model, layers=["first"], radius=0.1, samples=3, seed=4, engine=engine)(x, t).backward()
+    assert model.bn.num_batches_tracked.item() == 2
+    for b, b_ref in zip(model.buffers(), plain.buffers()):
+        assert_close(b, b_ref)
+
+
+@pytest.mark.parametrize("engine", ["vectorised", "sequential"])
+def test_a_users_pre_hook_that_changes_a_smoothed_layers_input_applies_to_every_point(engine):
+    model = TiedMLP()
+    model.out.register_forward_pre_hook(lambda m, args: (args[0] * 3.0 - 0.5,))
+    x, t = tied_batch(model)
+    deltas = draw_like_pleat(model, ["out.weight"], 3, 0.2, seed=7)
+    loss_ref, grad_ref, _ = naive(copy.deepcopy(model), F.cross_entropy, x, t, deltas, "plea")
+    obj = smooth(model, layers=["out"], radius=0.2, samples=3, kind="plea", seed=7, engine=engine)
+    loss = obj(x, t)
+    loss.backward()
+    assert_close(loss.detach(), loss_ref)
+    for n, p in model.named_parameters():
+        assert_close(p.grad, grad_ref[n])
