@@ -1,0 +1,1 @@
+"""pleat inside training frameworks; each module needs its framework (an optional extra) and is imported by name."""

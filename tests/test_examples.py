@@ -1,0 +1,50 @@
+"""The README's example and the scripts in examples/ run as written (on tiny data)."""
+
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_example(name: str, *argv: str):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        module = runpy.run_path(str(ROOT / "examples" / f"{name}.py"), run_name="example")
+        return module["main"](list(argv))
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+
+
+def test_the_readme_api_example_runs_as_written():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## The API in five minutes\n\n```python\n(.*?)```", text, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    assert namespace["obj"].last.losses.shape == (5,)
+
+
+def test_resnet_head_example():
+    pytest.importorskip("torchvision")
+    done = run_example("resnet_head", "--steps", "2")
+    assert len(done["losses"]) == 2 and "fc" in done["temperature"]
+
+
+def test_hugging_face_trainer_example(tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    done = run_example("hf_trainer_pla", "--steps", "6", "--out", str(tmp_path / "hf"))
+    assert len(done["losses"]) == 6 and done["losses"][-1] < done["losses"][0]  # the smoothed loss goes down
+
+
+def test_lightning_example_logs_the_temperature(tmp_path):
+    pytest.importorskip("lightning")
+    probe = run_example("lightning_pla", "--epochs", "2", "--out", str(tmp_path))
+    assert len(probe.probe.history) == 8  # 16 optimiser steps, a window every 2
+    assert probe.regimes is not None and len(probe.regimes.layers) == 3
+    (csv,) = tmp_path.glob("lightning_logs/version_*/metrics.csv")
+    header = csv.read_text().splitlines()[0]
+    assert "temperature/net.2/signal" in header and "temperature/net.2/noise" in header
