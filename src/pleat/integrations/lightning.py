@@ -37,7 +37,7 @@ class LayerTemperatureCallback(pl.Callback):
     def __init__(self, layers=None, estimator: str = "layer", every_n_steps: int | None = None):
         self.layers, self.estimator, self.every_n_steps = layers, estimator, every_n_steps
         self.probe: LayerTemperature | None = None
-        self.steps: list[int] = []  # the global step at which each window closed
+        self.steps: list[float] = []  # the global step at which each window closed
         self.regimes: Regimes | None = None
 
     def on_fit_start(self, trainer, pl_module) -> None:
