@@ -31,7 +31,8 @@ code { font-size: 0.9em; }
 
 _IDENTITY: tuple[str, ...] = ("dataset", "model", "activation", "kind", "layers", "radius", "samples", "sharpness")
 _IDENTITY += ("lr", "momentum", "batch_size", "epochs", "weight_decay", "train_subset", "test_subset", "probe_every")
-_IDENTITY += ("probe_gradient", "dtype")
+_IDENTITY += ("probe_gradient", "dtype", "init", "probe_estimator", "probe_windows")
+_SMOOTHING = ("layers", "radius", "samples", "sharpness")  # meaningless for plain SGD: shown blank on its rows
 
 
 def _image(fig_path: Path) -> str:
@@ -86,6 +87,19 @@ def _claims_html(verdicts: list[claims_.Verdict], budget: str | None) -> str:
     return note + _table(header, rows, classes)
 
 
+def _grid_text(table) -> str:
+    """The settings the finished runs actually cover (the spec's notes describe its full grid)."""
+    smoothed = table[table["kind"] != "none"] if "kind" in table else table
+    parts = [f"{len(table)} finished runs, seeds {', '.join(str(s) for s in sorted(table['seed'].unique()))}"]
+    if "radius" in smoothed and not smoothed.empty:
+        parts.append("R in {" + ", ".join(f"{r:g}" for r in sorted(smoothed["radius"].unique())) + "}")
+    if "layers" in smoothed and not smoothed.empty:
+        parts.append("subsets " + " ".join(_fmt(tuple(v)) for v in dict.fromkeys(smoothed["layers"])))
+    if "epochs" in table:
+        parts.append("epochs " + "/".join(str(e) for e in sorted(table["epochs"].unique())))
+    return "; ".join(parts)
+
+
 def _groups_html(table) -> str:
     """Runs grouped by the config keys that differ (besides seed): mean ± std of best and final accuracy."""
     keys = [k for k in ("arm", *_IDENTITY) if k in table and table[k].astype(str).nunique() > 1] or ["arm"]
@@ -93,17 +107,19 @@ def _groups_html(table) -> str:
     rows = []
     for values, group in table.groupby(keys, sort=False, dropna=False):  # a list of keys: tuples of values
         best, final = group["best_test_accuracy"], group["final_test_accuracy"]
+        plain = (group["kind"] == "none").all() if "kind" in group else False
         row = [
-            *(_fmt(v) for v in values),
+            *("" if plain and k in _SMOOTHING else _fmt(v) for k, v in zip(keys, values)),
             len(group),
-            f"{best.mean():.4f} ± {best.std(ddof=1) if len(group) > 1 else 0:.4f}",
-            f"{final.mean():.4f} ± {final.std(ddof=1) if len(group) > 1 else 0:.4f}",
+            f"{100 * best.mean():.2f} ± {100 * best.std(ddof=1) if len(group) > 1 else 0:.2f}",
+            f"{100 * final.mean():.2f} ± {100 * final.std(ddof=1) if len(group) > 1 else 0:.2f}",
         ]
         if any_diverged:  # seeds whose training loss stopped being finite, and at which epochs
             epochs = [int(e) for e in group["diverged"].dropna()]
             row.append(f"{len(epochs)} (epoch {', '.join(map(str, epochs))})" if epochs else "")
         rows.append(row)
-    header = [*keys, "seeds", "best test accuracy", "final test accuracy"] + (["diverged"] if any_diverged else [])
+    header = [*keys, "seeds", "best test accuracy (%, mean ± std)", "final test accuracy (%)"]
+    header += ["diverged"] if any_diverged else []
     return _table(header, rows)
 
 
@@ -143,7 +159,7 @@ def _section(folder: Path, figure_dir: Path) -> tuple[str, list[claims_.Verdict]
     if budget:
         parts.append(f'<p class="budget">{html.escape(BUDGET_NOTE[budget])}. Folder: <code>{folder}</code></p>')
     if spec and spec.notes:
-        parts.append(f"<p>{html.escape(spec.notes.strip())}</p>")
+        parts.append(f"<p><b>The spec's notes</b> (for every budget): {html.escape(spec.notes.strip())}</p>")
     if table.empty:
         parts.append("<p>No finished run yet.</p>")
         return "\n".join(parts), [], None
@@ -151,6 +167,7 @@ def _section(folder: Path, figure_dir: Path) -> tuple[str, list[claims_.Verdict]
         varying = [k for k in _IDENTITY if table[k].astype(str).nunique() > 1]
         table["arm"] = [" ".join(f"{k}={_fmt(r[k])}" for k in varying) or r["kind"] for _, r in table.iterrows()]
         spec = Spec(folder.name, title, "curves", (), {}, (), {})
+    parts.append(f"<p><b>What these runs hold</b>: {html.escape(_grid_text(table))}.</p>")
     figure = draw(table, spec, budget or "", figure_dir / f"{spec.name}.png")
     parts.append(_image(figure))
     verdicts = claims_.judge(table, spec)
