@@ -198,7 +198,7 @@ class BatchNormCentre:
         `calls` (as `recording` listed them), in call order, as F.batch_norm does."""
         if len(stats) != len(calls):
             raise RuntimeError(f"{len(stats)} BatchNorm statistics recorded for {len(calls)} calls")
-        for k, (mean, var) in zip(calls, stats):
+        for k, (mean, var) in zip(calls, stats, strict=True):
             bn = self.bns[k]
             count, running_mean, running_var = bn.num_batches_tracked, bn.running_mean, bn.running_var
             assert count is not None and running_mean is not None and running_var is not None  # tracking BNs only

@@ -94,7 +94,7 @@ def hutchinson_traces(
                 for w in weights
             ]
             hvs = torch.autograd.grad(grads, weights, grad_outputs=vs, retain_graph=True)
-            estimates.append(torch.stack([(v * hv).sum() for v, hv in zip(vs, hvs)]))
+            estimates.append(torch.stack([(v * hv).sum() for v, hv in zip(vs, hvs, strict=True)]))
     table = torch.stack(estimates).double().cpu()  # the one host sync
     return {s.module_name: _mean_se(table[:, k].tolist()) for k, s in enumerate(selected)}
 

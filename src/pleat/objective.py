@@ -242,7 +242,7 @@ class PartialLocalEntropy:
             loss, losses, log_weights, out = self._evaluate(params, g, args, kwargs, targets)
         except BaseException:
             with torch.no_grad():  # a failed call leaves no trace, not even in BatchNorm statistics
-                for b, value in zip(buffers, saved):
+                for b, value in zip(buffers, saved, strict=True):
                     b.copy_(value)
             raise
         self.last = self._summarise(loss, losses, log_weights, out, reduced)

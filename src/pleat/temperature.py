@@ -95,7 +95,7 @@ class LayerTemperature:
         if self.estimator == "weight":
             if not self._weights:
                 self._weights = [(torch.zeros_like(g), torch.zeros_like(g)) for g in grads]
-            for (mean, m2), g in zip(self._weights, grads):
+            for (mean, m2), g in zip(self._weights, grads, strict=True):
                 welford_(mean, m2, g if scale is None else g / scale, self.count)
             return s
         if self._mean is None or self._m2 is None:
@@ -116,7 +116,7 @@ class LayerTemperature:
             assert self._mean is not None and self._m2 is not None
             mean = self._mean.tolist()
             std = (self._m2 / self.count).sqrt().tolist()
-        record = {n: (m, s) for n, m, s in zip(self.names, mean, std)}
+        record = {n: (m, s) for n, m, s in zip(self.names, mean, std, strict=True)}
         self.history.append(record)
         self._reset()
         return record
