@@ -100,7 +100,7 @@ def test_the_best_setting_is_never_picked_on_the_runs_that_test_it():
     assert verdicts(table, "fig3")["smoothing_helps"] != "supported"
 
 
-@pytest.mark.parametrize("reports", [pytest.param(1000, marks=pytest.mark.slow), 100])
+@pytest.mark.parametrize("reports", [pytest.param(1000, marks=pytest.mark.heavy), 100])
 def test_false_support_on_null_reports_is_at_most_5_percent(reports):
     """Null Fig 3 reports (24 settings, no effect anywhere, 3 seeds sharing a seed effect): the share of reports in
     which any claim comes out supported. Measured over 1,000 reports: 0.5%."""

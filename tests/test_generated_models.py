@@ -3,7 +3,7 @@
 Hypothesis draws small float64 models (Linear, Conv1d, Embedding, BatchNorm, LayerNorm), a call order that need not
 be the registration order (modules called twice or never), tied weights, forward hooks and pre-hooks, then a subset
 to smooth, a kind and an engine. Loss, gradient and buffers must equal the loop's; a failure shrinks to a minimal
-model. The default profile draws 25 cases; `pytest -m slow` adds a long one of 1,000 (of its first 300, 61% call a
+model. The default profile draws 25 cases; `pytest -m heavy` runs a long one of 1,000 by hand (of its first 300, 61% call a
 module twice, 29% call out of registration order, 40% hook a block, 47% hold a BatchNorm, 7% tie weights).
 """
 
@@ -129,7 +129,7 @@ def test_generated_models_match_the_naive_loop(case):
     check(case)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 @hypothesis.settings(max_examples=1000, deadline=None, database=None, derandomize=True)
 @hypothesis.given(cases())
 def test_generated_models_match_the_naive_loop_long(case):
