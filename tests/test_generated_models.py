@@ -3,8 +3,9 @@
 Hypothesis draws small float64 models (Linear, Conv1d, Embedding, BatchNorm, LayerNorm), a call order that need not
 be the registration order (modules called twice or never), tied weights, forward hooks and pre-hooks, then a subset
 to smooth, a kind and an engine. Loss, gradient and buffers must equal the loop's; a failure shrinks to a minimal
-model. The default profile draws 25 cases; `pytest -m heavy` runs a long one of 1,000 by hand (of its first 300, 61% call a
-module twice, 29% call out of registration order, 40% hook a block, 47% hold a BatchNorm, 7% tie weights).
+model. The default profile draws 25 cases; `pytest -m heavy` runs a long one of 1,000 by hand (of its first 300,
+61% call a module twice, 29% call out of registration order, 40% hook a block, 47% hold a BatchNorm, 7% tie
+weights).
 """
 
 import copy
