@@ -272,6 +272,8 @@ def test_fig1_claims_on_synthetic_temperature_curves():
         for r in common
     ]
     assert verdicts(pd.DataFrame(mixed), "fig1")["relu_tanh_alike"] == "contradicted"
+    neither = [dict(r, metrics=windows_of(synthetic(t_cross=150, seed=r["seed"]))) for r in common]
+    assert verdicts(pd.DataFrame(neither), "fig1")["relu_tanh_alike"] == "inconclusive"  # alike, but in failing
     apart = [dict(arm="plain", seed=s, metrics=windows_of(synthetic(shared=False, seed=s))) for s in range(2)]
     assert verdicts(pd.DataFrame(apart), "fig1")["common_cooling"] == "contradicted"
     late = [dict(arm="plain", seed=s, metrics=windows_of(synthetic(t_cross=150, seed=s))) for s in range(2)]
