@@ -3,7 +3,8 @@
     python examples/hf_trainer_pla.py [--steps 8] [--out hf_out]
 
 A small GPT-2 built from a config (no weights to download) learns a synthetic sequence task; PLA smooths the MLP
-blocks of its transformer layers. With a pretrained model, replace `tiny_gpt2()` by `from_pretrained(...)`.
+blocks of its transformer layers, and a callback logs the layer temperature with the Trainer's own logs. With a
+pretrained model, replace `tiny_gpt2()` by `from_pretrained(...)`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 import transformers
 
 import pleat
+from pleat.integrations.transformers import LayerTemperatureCallback
 
 
 class SmoothedTrainer(transformers.Trainer):
@@ -55,6 +57,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--out", default="hf_out")
+    parser.add_argument("--report-to", default="none", help="a Trainer reporter: none, tensorboard, wandb, ...")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     training = transformers.TrainingArguments(
@@ -62,19 +65,21 @@ def main(argv=None) -> dict:
         max_steps=args.steps,
         per_device_train_batch_size=8,
         learning_rate=1e-3,
-        logging_steps=1,
+        logging_steps=2,
         save_strategy="no",
-        report_to=[],
+        report_to=[] if args.report_to == "none" else [args.report_to],
         use_cpu=True,
         disable_tqdm=True,
     )
     trainer = SmoothedTrainer(
         model=tiny_gpt2(), args=training, train_dataset=Sequences(), layers=["transformer.h.*.mlp.*"], radius=0.01
     )
+    # the temperature of the smoothed layers, attached first so that the reporters see it
+    probe = LayerTemperatureCallback(layers=["transformer.h.*.mlp.*"]).attach(trainer)
     result = trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     print(f"smoothed {len(trainer.objective.selected)} weight matrices; loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-    return {"losses": losses, "metrics": result.metrics}
+    return {"losses": losses, "metrics": result.metrics, "probe": probe}
 
 
 if __name__ == "__main__":

@@ -36,8 +36,20 @@ def test_resnet_head_example():
 def test_hugging_face_trainer_example(tmp_path):
     pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
-    done = run_example("hf_trainer_pla", "--steps", "6", "--out", str(tmp_path / "hf"))
-    assert len(done["losses"]) == 6 and done["losses"][-1] < done["losses"][0]  # the smoothed loss goes down
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "hf"
+    done = run_example("hf_trainer_pla", "--steps", "10", "--out", str(out), "--report-to", "tensorboard")
+    assert len(done["losses"]) == 5 and done["losses"][-1] < done["losses"][0]  # the smoothed loss goes down
+    assert len(done["probe"].probe.history) == 5 and done["probe"].regimes is not None
+    assert list(done["probe"].probe.history[0]) == [
+        f"transformer.h.{i}.mlp.{m}" for i in (0, 1) for m in ("c_fc", "c_proj")
+    ]
+    # the reporter got them too: the TensorBoard event file holds the temperature's scalar tags
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = out.rglob("events.out.tfevents.*")
+    tags = EventAccumulator(str(events)).Reload().Tags()["scalars"]
+    assert any(t.endswith("temperature/transformer.h.0.mlp.c_fc/noise") for t in tags), tags
 
 
 def test_lightning_example_logs_the_temperature(tmp_path):

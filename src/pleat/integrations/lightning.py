@@ -10,17 +10,9 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
+from pleat.integrations import as_metrics
 from pleat.regimes import Regimes, regimes
 from pleat.temperature import LayerTemperature
-
-
-def as_metrics(record: dict[str, tuple[float, float]]) -> dict[str, float]:
-    """A probe window as flat metric names: temperature/<layer>/signal and temperature/<layer>/noise."""
-    out = {}
-    for layer, (signal, noise) in record.items():
-        out[f"temperature/{layer}/signal"] = signal
-        out[f"temperature/{layer}/noise"] = noise
-    return out
 
 
 class LayerTemperatureCallback(pl.Callback):
