@@ -73,3 +73,13 @@ def test_times_must_match():
         pleat.regimes(synthetic(T=20, t_on=5), times=[1.0, 2.0])
     r = pleat.regimes(synthetic(T=60, t_on=20), times=[0.5 * k for k in range(1, 61)])
     assert r.onset == 10.0 and math.isfinite(r.alpha)
+
+
+def test_one_noisy_window_is_not_the_crossover():
+    history = synthetic()
+    for name in ("fc1", "fc2", "out"):  # window 3: a burst of noise, then the signal dominates again
+        s, _ = history[2][name]
+        history[2][name] = (s, 2 * s)
+    r = pleat.regimes(history)
+    assert all(layer.crossover == 12 for layer in r.layers) and r.signal_end == 12
+    assert pleat.regimes(history, persist=1).signal_end == 3  # the literal first crossing

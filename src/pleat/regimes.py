@@ -136,11 +136,20 @@ def _fit(t: torch.Tensor, y: torch.Tensor) -> tuple[float, float, torch.Tensor, 
     return float(log_alpha.exp()), float(log_tau.exp()), c.detach(), float(rss)
 
 
+def _sustained(flags: torch.Tensor, persist: int) -> torch.Tensor:
+    """flags[:, k] and the `persist - 1` entries after it (those that exist) all true."""
+    out = flags.clone()
+    for shift in range(1, persist):
+        out[:, :-shift] &= flags[:, shift:]
+    return out
+
+
 def regimes(
     history: list[dict[str, tuple[float, float]]],
     times: list[float] | None = None,
     tolerance: float = 0.1,
     min_points: int = 5,
+    persist: int = 3,
 ) -> Regimes:
     """Signal peaks, signal/noise crossovers, onset of the parallel late regime and its common cooling.
 
@@ -149,6 +158,7 @@ def regimes(
         times: the time of each entry (default 1, 2, ...), > 0.
         tolerance: how far (in ln units) a layer's log-ratio to the others may stray in the late regime.
         min_points: the fewest entries a late regime must span.
+        persist: a crossover is where the noise exceeds the signal for this many entries in a row (or to the end).
     """
     data = curves(history)
     names = list(data)
@@ -158,7 +168,9 @@ def regimes(
     signal = torch.tensor([data[n][0] for n in names], dtype=torch.float64)  # [L, T]
     noise = torch.tensor([data[n][1] for n in names], dtype=torch.float64)
 
-    noisy = noise > signal
+    # noise-dominated from here on for `persist` windows in a row: one noisy window (two-step windows early on
+    # are) is not a regime change
+    noisy = _sustained(noise > signal, persist)
     peaks = [float(t[int(torch.argmax(s))]) for s in signal]
     crossovers = []
     for row in noisy:
