@@ -48,3 +48,14 @@ def test_a_built_wheel_installed_elsewhere_runs_a_dry_run(tmp_path):
     done = subprocess.run(dry, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "fig3 at budget smoke: 14 runs" in done.stdout
+
+
+def test_the_core_imports_with_torch_alone():
+    """`import pleat` (the losses, engines and probes) pulls in none of the optional extras."""
+    code = (
+        "import sys, pleat; "
+        "print(sorted(m for m in ('transformers', 'lightning', 'scipy', 'pandas', 'matplotlib', 'torchvision', "
+        "'ray', 'kornia') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
