@@ -8,7 +8,8 @@ loss from labels; PLA (y = 4, R = 0.01) smooths the MLP blocks (`transformer.h.*
 projections (`transformer.h.*.attn.*`). One step = zero_grad, loss, backward, AdamW step. Modes are timed
 round-robin in one process and each median is divided by plain training's: ratios hold on a noisy machine.
 vmap has no batching rule for the fused attention kernel (scaled_dot_product_attention) on the CPU and runs it
-point by point, which is what the vectorised engine pays when the attention is below a smoothed layer.
+point by point; the last case builds the model with transformers' eager attention (plain matmuls, which vmap
+batches) to show what that fallback costs.
 """
 
 from __future__ import annotations
@@ -24,16 +25,18 @@ import transformers
 import pleat
 
 
-def model_and_batch(device):
-    config = transformers.GPT2Config(vocab_size=512, n_positions=64, n_embd=128, n_layer=4, n_head=4)
+def model_and_batch(device, attention: str):
+    config = transformers.GPT2Config(
+        vocab_size=512, n_positions=64, n_embd=128, n_layer=4, n_head=4, attn_implementation=attention
+    )
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(config).to(device)
     ids = torch.randint(0, 512, (16, 64), device=device)
     return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids, "use_cache": False}
 
 
-def stepper(mode: str, layers, device):
-    model, batch = model_and_batch(device)
+def stepper(mode: str, layers, device, attention: str):
+    model, batch = model_and_batch(device, attention)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     obj = None
     if mode != "plain":
@@ -59,11 +62,12 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="There is a performance drop")
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {device}, {threads} threads")
-    for name, layers in (
-        ("MLP blocks", ["transformer.h.*.mlp.*"]),
-        ("attention projections", ["transformer.h.*.attn.*"]),
+    for name, layers, attention in (
+        ("MLP blocks", ["transformer.h.*.mlp.*"], "sdpa"),
+        ("attention projections", ["transformer.h.*.attn.*"], "sdpa"),
+        ("MLP blocks, eager attention", ["transformer.h.*.mlp.*"], "eager"),
     ):
-        steps = {m: stepper(m, layers, device) for m in ("plain", "vectorised", "sequential")}
+        steps = {m: stepper(m, layers, device, attention) for m in ("plain", "vectorised", "sequential")}
         for step in steps.values():  # warm up
             step()
         times: dict[str, list[float]] = {m: [] for m in steps}
