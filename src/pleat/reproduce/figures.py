@@ -15,7 +15,7 @@ from pleat.reproduce.claims import hidden_layers
 BUDGET_NOTE = {
     "smoke": "smoke budget: checks the mechanics, not the claims",
     "quick": "quick budget: a compressed schedule, not the paper's protocol",
-    "decisive": "decisive budget: the paper's protocol on the settings each claim needs, fixed in advance",
+    "decisive": "decisive budget: the paper's protocol, settings fixed in advance",
     "paper": "paper budget: the paper's protocol",
 }
 
@@ -148,6 +148,8 @@ def temperature(table, spec, budget: str):
         except ValueError:
             found = None
         draw_temperature(ax, history, found, steps)
+        if "probe_estimator" in rows and (rows["probe_estimator"] == "weight").all():
+            ax.set_ylabel("per weight: RMS mean gradient (solid), its std (dashed)")
         ax.set_xlabel("training step")
         ax.set_title(f"{label} ({len(runs)} seeds)", fontsize=10)
     return _finish(fig, spec, budget, table)
