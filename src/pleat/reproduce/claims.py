@@ -822,7 +822,7 @@ def judge(table, spec) -> list[Verdict]:
     below plain SGD's) a last row, "collapse", says which.
     """
     regimes = list(dict.fromkeys(table["regime"])) if "regime" in table and not table.empty else []
-    if len(regimes) > 1:
+    if regimes:
         findings = {
             (claim, regime): CHECKS[claim].check(table[table["regime"] == regime], spec)
             for regime in regimes
