@@ -26,8 +26,9 @@ def test_paired_t_against_a_hand_computation_and_scipy():
 
 def test_welch_against_a_hand_computation_and_scipy():
     e = welch([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
-    # var a = 1, var b = 0: se = sqrt(1/3), df = 2, t(0.975, 2) = 4.303
-    assert e.difference == 2.0 and math.isclose(e.se, math.sqrt(1 / 3)) and math.isclose(e.df, 2)
+    # var a = 1, var b = 0 (floored at 1e-8): se = sqrt(1/3), df = 2, t(0.975, 2) = 4.303
+    assert e.difference == 2.0 and math.isclose(e.se, math.sqrt(1 / 3), rel_tol=1e-7)
+    assert math.isclose(e.df, 2, rel_tol=1e-6)
     lo, hi = e.interval()
     assert math.isclose(hi - 2.0, 4.302653 * math.sqrt(1 / 3), rel_tol=1e-6)
     a, b = [0.81, 0.83, 0.8, 0.86], [0.78, 0.8, 0.79]
@@ -105,3 +106,9 @@ def test_power_of_a_true_one_point_effect_with_5_paired_seeds():
         adjusted = holm([e.p_zero() for e in estimates])
         hits += adjusted[0] < 0.05 and estimates[0].difference > 0
     assert hits / 1000 > 0.5, hits / 1000
+
+
+def test_identical_differences_of_a_few_seeds_are_not_significant():
+    """Two seeds both 2 images behind on 10,000: the spread is floored at one image, not taken as zero."""
+    e = paired({0: 0.8444, 1: 0.8452}, {0: 0.8446, 1: 0.8454})
+    assert e.se >= 1e-4 / math.sqrt(2) * 0.999 and e.p_zero() > 0.05

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from scipy import stats as _scipy
 
 ALPHA = 0.05  # family-wise error rate of a report's verdicts
+# The smallest per-seed spread a test may assume: one image of a 10,000-image test set. Accuracies are counts, so a
+# few seeds can differ by exactly the same number of images (two seeds, both -2 images): a zero spread would make
+# any such difference "significant".
+SD_FLOOR = 1e-4
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ def paired(a: dict, b: dict) -> Estimate | None:
         return None
     d = [a[s] - b[s] for s in common]
     mean = sum(d) / n
-    var = sum((x - mean) ** 2 for x in d) / (n - 1)
+    var = max(sum((x - mean) ** 2 for x in d) / (n - 1), SD_FLOOR**2)
     return Estimate(mean, math.sqrt(var / n), n - 1, n, True)
 
 
@@ -67,8 +71,8 @@ def welch(a: list[float], b: list[float]) -> Estimate | None:
     if min(na, nb) < 2:
         return None
     ma, mb = sum(a) / na, sum(b) / nb
-    va = sum((x - ma) ** 2 for x in a) / (na - 1)
-    vb = sum((x - mb) ** 2 for x in b) / (nb - 1)
+    va = max(sum((x - ma) ** 2 for x in a) / (na - 1), SD_FLOOR**2)
+    vb = max(sum((x - mb) ** 2 for x in b) / (nb - 1), SD_FLOOR**2)
     se2 = va / na + vb / nb
     if se2 == 0:
         return Estimate(ma - mb, 0.0, na + nb - 2, min(na, nb), False)
