@@ -174,7 +174,7 @@ def test_log_windows_grow_by_ten_percent_and_end_at_the_last_step():
     assert pleat.temperature.log_windows(2, 20) == [2, 4, 6, 8, 10, 13, 16, 20]  # no one-step window at the end
 
 
-def synthetic_gradients(drift_scale: float, steps=3000, window=lambda: None, seed=0):
+def synthetic_gradients(drift_scale: float, steps=3000, seed=0):
     """A layer of 2,000 weights whose gradient is a common drift d(t) (rising from half its peak to the peak at
     step 60, then decaying like 1/t) plus minibatch noise of std 1: the per-weight noise overtakes the signal where
     d(t) falls below about 1."""

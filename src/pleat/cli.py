@@ -11,9 +11,8 @@ from pleat.config import Config, help_texts, load, parse_set, shown
 
 
 def _train(args) -> int:
-    from pleat.data import data_root
     from pleat.store import RunStore
-    from pleat.train import check_layers, train
+    from pleat.train import train
 
     overrides = parse_set(args.set or [])
     for f in dataclasses.fields(Config):
@@ -28,8 +27,6 @@ def _train(args) -> int:
             f"kind {config.kind!r} with samples = {config.samples} and radius = {config.radius:g} smooths nothing: it "
             "would train plain SGD under another name; use --kind none for plain SGD, or samples > 0 and radius > 0"
         )
-    check_layers(config)  # a bad layer or data folder fails now, before data loading and before a run folder exists
-    data_root(config.data_dir)
     store = RunStore(config)
     if store.finished:
         print(f"already finished: {store.dir} (delete it to train again)")

@@ -53,6 +53,8 @@ def _upcast_under_autocast(out):
     """Under float16/bfloat16 autocast, reduced-precision outputs in float32 before the loss: plain autocast code
     gets its losses (cross-entropy, MSE, ...) in float32 that way, while inside vmap the same call could stay in
     bfloat16 (the vectorised engine returned a bfloat16 loss when only the head was smoothed)."""
+    if not (torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")):
+        return out  # the usual case: no walk over the output at all
     reduced = (torch.float16, torch.bfloat16)
 
     def up(t):

@@ -77,7 +77,8 @@ def train(config: Config) -> dict:
     store = RunStore(config)
     if store.finished:
         return store.result()
-    check_layers(config)
+    check_layers(config)  # a bad layer or data folder fails here: before any data loading or run folder
+    datasets.data_root(config.data_dir)
     with store.lock():
         return store.result() if store.finished else _train(config, store, device)
 
