@@ -2,6 +2,7 @@
 
     PLEAT_DATA=../shared/datasets python benchmarks/sweep.py                   # group: one by one vs vectorised
     PLEAT_DATA=../shared/datasets python benchmarks/sweep.py group --device cuda
+    PLEAT_DATA=../shared/datasets python benchmarks/sweep.py kinds             # every run kind in one group
     PLEAT_DATA=../shared/datasets python benchmarks/sweep.py executors         # 1, 2, 4 local workers and Ray
     PLEAT_DATA=../shared/datasets python benchmarks/sweep.py paper --device cuda  # Fig 3 at paper budget, 1 seed
     python benchmarks/sweep.py compile [--device cuda]    # a group's step eager vs torch.compile (CUDA graphs)
@@ -10,6 +11,8 @@ group: the 25 runs of one seed of Figure 3 (fc2, Fashion-MNIST, PLA with y = 4 o
 plain), one epoch on a training subset, at batch 256 (the paper's) and 32. Both sides train the same runs into
 fresh stores in this process, one after the other (evaluation and checkpoints included): the ratio is the time
 one by one over the time vectorised (packed as `pleat reproduce` packs them: one group per layer subset).
+kinds: one run of each kind (plain, PLA, PLEA on layer 2, SAM, noise on layer 2) of the paper's fc2, one epoch,
+trained one by one and as one group; the ratio is one by one over the group.
 executors: wall time of a small sweep with 1, 2 and 4 local workers and with Ray, as a ratio to one worker.
 paper: wall time of `pleat reproduce fig3 --budget paper --seeds 1` (25 runs x 120 epochs).
 """
@@ -75,6 +78,28 @@ def group(args) -> None:
             f"{batch_size:>5} {examples:>8} {len(jobs):>6} {one_by_one:>12.1f} {vectorised:>12.1f} "
             f"{one_by_one / vectorised:>5.2f}x"
         )
+
+
+def kinds(args) -> None:
+    base = dict(epochs=1, train_subset=args.train_subset, test_subset=2000, device=args.device, progress=False)
+    runs = [
+        dict(kind="none"),
+        dict(kind="pla", layers=[2], radius=0.01),
+        dict(kind="plea", layers=[2], radius=0.01),
+        dict(kind="sam", radius=0.05),
+        dict(kind="noise", layers=[2], radius=0.01),
+    ]
+    print(f"every kind in one group (fc2, 1 epoch, {args.train_subset} examples), device {_device_name(args.device)}")
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def configs(name):
+            return [Config.from_dict({**base, **r, "seed": i, "out_dir": f"{tmp}/{name}"}) for i, r in enumerate(runs)]
+
+        train_job([Config.from_dict({**c.to_dict(), "train_subset": 512}) for c in configs("warm")])
+        lone, grouped = configs("lone"), configs("group")
+        one_by_one = _timed(lambda: [train_job([c]) for c in lone], args.device)
+        together = _timed(lambda: train_job(grouped), args.device)
+    print(f"one by one {one_by_one:.1f} s, one group {together:.1f} s: {one_by_one / together:.2f}x")
 
 
 def compile_(args) -> None:
@@ -175,7 +200,7 @@ def _device_name(device: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", nargs="?", default="group", choices=("group", "executors", "paper", "compile"))
+    parser.add_argument("mode", nargs="?", default="group", choices=("group", "kinds", "executors", "paper", "compile"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--train-subset", type=int, default=6000, help="group, executors: training examples")
     parser.add_argument("--workers", default="1,2,4", help="executors: local worker counts to time")
@@ -183,7 +208,8 @@ def main() -> None:
     parser.add_argument("--one-by-one", action="store_true", help="executors: no vectorised groups")
     parser.add_argument("--out", help="paper: keep the sweep here (default: a temporary folder)")
     args = parser.parse_args()
-    {"group": group, "executors": executors, "paper": paper, "compile": compile_}[args.mode](args)
+    modes = {"group": group, "kinds": kinds, "executors": executors, "paper": paper, "compile": compile_}
+    modes[args.mode](args)
 
 
 if __name__ == "__main__":

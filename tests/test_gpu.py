@@ -48,9 +48,8 @@ def test_vectorised_group_matches_lone_runs_on_cuda(tmp_path):
     from test_group import fc_configs
     from test_train import SHARED
 
-    from pleat.group import train_group
     from pleat.store import RunStore
-    from pleat.train import train
+    from pleat.train import train, train_group
 
     if not (SHARED / "FashionMNIST" / "raw").exists():
         pytest.skip("Fashion-MNIST not present")
@@ -69,7 +68,7 @@ def test_vectorised_group_matches_lone_runs_on_cuda(tmp_path):
 
 def test_tf32_is_on_inside_the_run_and_restored_after():
     from pleat.config import Config
-    from pleat.train import autocast_for
+    from pleat.lifecycle import autocast_for
 
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     with autocast_for(Config(dtype="tf32"), torch.device("cuda"))():
@@ -82,21 +81,12 @@ def test_a_vectorised_step_never_waits_for_the_device(tmp_path):
     and plain runs raise under CUDA's sync debug mode if anything copies to the host)."""
     from test_group import fc_configs
 
-    from pleat import group as grouping
-    from pleat.kernels import Box
-    from pleat.select import select
-    from pleat.temperature import LayerTemperature
-    from pleat.train import _optimizer, init_model, noise_generator
+    from pleat.train import Group, member
 
     device = torch.device("cuda")
     configs = [c for c in fc_configs(tmp_path, dtype="float32", device="cuda") if c.layers == (2,) or c.kind == "none"]
-    runs, lone = [], []
-    for c in configs:
-        model = init_model(c, device)
-        smoothed = [] if grouping.effective_kind(c) == "none" else [s.name for s in select(model, list(c.layers))]
-        runs.append(grouping._Run(c, None, noise_generator(c, device), Box(c.radius), smoothed))
-        lone.append((model, _optimizer(c, model), LayerTemperature(model).state_dict()))
-    group = grouping._Group(runs, lone, device)
+    runs = [member(c, device) for c in configs]
+    group = Group(runs)
     x = torch.rand(len(runs), 64, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (len(runs), 64), device=device)
     group.step(x, y, contextlib.nullcontext)  # the first step allocates

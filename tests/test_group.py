@@ -1,4 +1,5 @@
-"""Vectorised training of K runs: the stacked network, and a group against the same runs trained one at a time."""
+"""The trainer: the stacked network, a group against the same runs trained one at a time, and a run alone against
+the naive loop of tests/naive.py."""
 
 import hashlib
 import math
@@ -12,11 +13,10 @@ from torch.func import functional_call
 
 from pleat import data
 from pleat.config import Config
-from pleat.group import group_key, train_group
 from pleat.models import build
 from pleat.stacked import Stacked
 from pleat.store import RunStore
-from pleat.train import train
+from pleat.train import group_key, train, train_group
 
 KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 
@@ -90,6 +90,9 @@ def fc_configs(out_dir, **common):
         dict(kind="none", seed=2, weight_decay=1e-3),
         dict(kind="pla", layers=[1], radius=0.1, epochs=3, momentum=0.5, sharpness=300.0),
         dict(kind="pla", layers=[2], radius=0.0, seed=4),  # smooths nothing: plain
+        dict(kind="sam", radius=0.05, seed=5),
+        dict(kind="noise", layers=[1], radius=0.05, seed=6),
+        dict(kind="pla", layers=[2], radius=0.05, samples=2, seed=7, probe_gradient="centre", probe_estimator="weight"),
     ]
     return [Config.from_dict({**base, **r, **common}) for r in runs]
 
@@ -122,18 +125,42 @@ def assert_same_runs(alone: list[Config], grouped: list[Config], rtol=1e-12):
 
 @needs_data
 def test_group_matches_its_runs_trained_alone(tmp_path):
-    """Plain, PLA (hard and soft box) and PLEA runs with different layers, radii, seeds, momentum, weight decay
-    and epoch counts, in float64: the group gives each run the numbers of its lone training, probe windows of 3
-    steps included (per-epoch temperatures: the resume test below)."""
+    """Plain, PLA (hard and soft box), PLEA, SAM and noise runs with different layers, radii, samples, seeds,
+    momentum, weight decay, epoch counts and probes, in float64: the group gives each run the numbers of its lone
+    training, probe windows of 3 steps included (per-epoch temperatures: the resume test below)."""
     alone = fc_configs(tmp_path / "alone", probe_every=3)
     grouped = fc_configs(tmp_path / "group", probe_every=3)
     for c in alone:
         train(c)
     results = train_group(grouped)
-    assert [r["epochs"] for r in results] == [2, 2, 2, 3, 2]
+    assert [r["epochs"] for r in results] == [2, 2, 2, 3, 2, 2, 2, 2]
     assert_same_runs(alone, grouped)
     env = (RunStore(grouped[0]).dir / "environment.json").read_text()
-    assert '"vectorised_group": 5' in env
+    assert '"vectorised_group": 8' in env
+
+
+@needs_data
+def test_a_run_alone_matches_the_naive_loop(tmp_path):
+    """Every kind, trained by the trainer, against tests/naive.py (PartialLocalEntropy, functional_call at the
+    shifted weights, pytorch-optimizer's SAM with its closure, torch.optim.SGD), in float64: every epoch's
+    metrics, temperatures and windows, and the final weights."""
+    from naive import naive_train
+
+    for config in fc_configs(tmp_path, probe_every=3):
+        train(config)
+        expected, weights = naive_train(config)
+        got = RunStore(config).metrics()
+        assert len(got) == len(expected)
+        for a, b in zip(expected, got):
+            for key in KEYS:
+                assert b[key] == pytest.approx(a[key], rel=1e-10, abs=1e-14), (config.kind, key)
+            assert [w["step"] for w in b["windows"]] == [w["step"] for w in a["windows"]]
+            for wa, wb in zip(a["windows"], b["windows"]):
+                for name, value in wa["temperature"].items():
+                    assert wb["temperature"][name] == pytest.approx(value, rel=1e-9), (config.kind, name)
+        final = torch.load(RunStore(config).dir / f"checkpoint-{config.epochs}.pt", weights_only=True)["model"]
+        for name, value in weights.items():
+            torch.testing.assert_close(final[name], value, rtol=1e-10, atol=1e-13)
 
 
 class Killed(Exception):
@@ -169,7 +196,7 @@ def test_group_resumes_each_run_from_its_own_epoch(tmp_path, monkeypatch):
     with pytest.raises(Killed):
         train_group(grouped)
     epochs = [RunStore(c).checkpoint_epoch() for c in grouped]
-    assert epochs == [3, 2, 2, 1, 1] and not any(RunStore(c).finished for c in grouped)
+    assert epochs == [3, 2, 2, 1, 1, 1, 1, 1] and not any(RunStore(c).finished for c in grouped)
     train(grouped[3])
     before = (RunStore(grouped[3]).dir / "result.json").stat().st_mtime_ns
     train_group(grouped)
@@ -195,13 +222,11 @@ def test_one_diverging_run_leaves_the_others_alone(tmp_path):
 
 def test_group_refuses_runs_that_cannot_share_a_program(tmp_path):
     base = fc_configs(tmp_path)[0]
-    for change in ({"batch_size": 32}, {"model": "fc3"}, {"dataset": "mnist"}, {"samples": 2, "seed": 7}):
+    for change in ({"batch_size": 32}, {"model": "fc3"}, {"dataset": "mnist"}, {"dtype": "float32"}):
         with pytest.raises(ValueError, match="cannot share one vectorised program"):
             train_group([base, Config.from_dict({**base.to_dict(), **change})])
-    assert group_key(Config.from_dict({**base.to_dict(), "kind": "sam"})) is None
-    assert group_key(Config.from_dict({**base.to_dict(), "probe_gradient": "centre"})) is None
-    plain = Config.from_dict({**base.to_dict(), "kind": "none", "samples": 2})
-    assert group_key(plain) == group_key(base)  # a plain run joins a group of any number of points
+    for change in ({"kind": "sam"}, {"kind": "noise"}, {"probe_gradient": "centre"}, {"samples": 2}, {"seed": 3}):
+        assert group_key(Config.from_dict({**base.to_dict(), **change})) == group_key(base)
 
 
 def write_dataset(name, root, monkeypatch, examples=6):

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from browser import page_errors
 from test_train import SHARED, needs_data, strip
 
 from pleat.cli import main
 from pleat.reproduce import available, expand, load_spec, reproduce
-from pleat.reproduce.report import page_errors
 from pleat.store import read_metrics
 
 TINY = """

@@ -226,26 +226,25 @@ def test_cnn_run_with_augmentation_on_files_written_here(tmp_path, monkeypatch):
 
 
 def _tiny_step(kind, seed=0, **kw):
-    """One training step of `kind` on the paper's fc2 in float64, and what a hand-written step does."""
+    """One training step of `kind` on the paper's fc2 in float64 by the trainer (a group of one), to be checked
+    against what a hand-written step does."""
     import contextlib
 
     import torch
 
-    from pleat.models import build
-    from pleat.temperature import LayerTemperature
-    from pleat.train import _optimizer, _step
+    from pleat.train import Group, member
 
-    config = Config.from_dict({"kind": kind, "radius": 0.05, "lr": 0.1, "momentum": 0.0, "layers": [2], **kw})
+    values = {"kind": kind, "radius": 0.05, "lr": 0.1, "momentum": 0.0, "layers": [2], "dtype": "float64", **kw}
+    config = Config.from_dict({**values, "seed": seed})
+    run = member(config, torch.device("cpu"))
+    run.noise.manual_seed(3)
+    group = Group([run])
     torch.manual_seed(seed)
-    model = build("fc2").double()
     x = torch.randn(8, 784, dtype=torch.float64)
     y = torch.arange(8) % 10
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    noise = torch.Generator().manual_seed(3)
-    step = _step(config, model, _optimizer(config, model), noise, contextlib.nullcontext)
-    probe = LayerTemperature(model)
-    step(x, y, probe)
-    return config, model, before, x, y, probe
+    before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    group.step(x[None], y[None], contextlib.nullcontext)
+    return config, run.model, before, x, y, run.probe
 
 
 def _grad_at(model, params, x, y):

@@ -20,7 +20,10 @@ MODELS = ("fc2", "fc3", "fc4", "cnn-cifar10", "cnn-stl10")
 KINDS = ("none", "pla", "plea", "sam", "noise")
 DTYPES = ("float32", "float64", "bfloat16", "tf32")
 # keys that say where and how to run, not what to compute: they do not enter the run's identity
-NOT_HASHED = ("data_dir", "out_dir", "device", "engine", "tensorboard", "progress")
+NOT_HASHED = ("data_dir", "out_dir", "device", "tensorboard", "progress")
+# keys of earlier versions, accepted when reading their stores and ignored: `engine` chose PartialLocalEntropy's
+# engine, and CLI runs no longer go through it (their network is evaluated by pleat.stacked, see pleat.train)
+RETIRED_KEYS = ("engine",)
 # keys added after 0.1.0 enter the identity only when they differ from their default, so that adding a key never
 # changes the identity of the runs a store already holds (a new key must default to the old behaviour)
 ADDED_KEYS = {
@@ -75,7 +78,6 @@ class Config:
     # float32 | float64 | bfloat16 (autocast) | tf32 (float32 weights, TF32 matmuls and convolutions on CUDA GPUs;
     # the same as float32 on a CPU)
     dtype: str = "float32"
-    engine: str = "auto"  # auto | vectorised | sequential (see PartialLocalEntropy)
     tensorboard: bool = False  # also write TensorBoard event files into the run directory
     progress: bool = True  # progress bars
 
@@ -98,7 +100,6 @@ class Config:
             ("init", ("kaiming", "torch")),
             ("probe_windows", ("fixed", "log")),
             ("probe_estimator", ("layer", "weight")),
-            ("engine", ("auto", "vectorised", "sequential")),
             ("probe_gradient", ("objective", "centre")),
         ):
             if getattr(self, key) not in options:
@@ -155,6 +156,8 @@ class Config:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         out = {}
         for key, value in values.items():
+            if key in RETIRED_KEYS:
+                continue
             if key not in fields:
                 raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(fields)}")
             out[key] = _coerce(key, value, fields[key].default)

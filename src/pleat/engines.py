@@ -114,10 +114,12 @@ class Draws:
         self.starts.clear()
         self.generator.set_state(self.first_state)
 
-    def _draw_into(self, a: int, out: dict[str, Tensor], previous: dict[str, Tensor] | None = None) -> None:
+    def draw_into(self, a: int, out: dict[str, Tensor], previous: dict[str, Tensor] | None = None) -> None:
+        """Fill `out` (a tensor per name, shaped like its parameter) with point a's perturbations; `previous`, with
+        antithetic pairs, holds point a-1's."""
         if self.antithetic and a % 2 == 0:
             if previous is None:  # redraw the pair's first point, then negate it
-                self._draw_into(a - 1, out)
+                self.draw_into(a - 1, out)
                 for d in out.values():
                     d.neg_()
             else:
@@ -137,7 +139,7 @@ class Draws:
     def point(self, a: int) -> dict[str, Tensor]:
         """Point a's perturbations, in fresh tensors."""
         out = {n: torch.empty_like(self.params[n]) for n in self.names}
-        self._draw_into(a, out)
+        self.draw_into(a, out)
         return out
 
     def stacked(self) -> dict[str, Tensor]:
@@ -146,7 +148,7 @@ class Draws:
         for d in out.values():
             d[0].zero_()
         for a in range(1, self.samples + 1):
-            self._draw_into(a, {n: d[a] for n, d in out.items()}, {n: d[a - 1] for n, d in out.items()})
+            self.draw_into(a, {n: d[a] for n, d in out.items()}, {n: d[a - 1] for n, d in out.items()})
         return out
 
 

@@ -1,382 +1,370 @@
-"""One training run of the paper's protocol, resumable and exactly reproducible (see `pleat.store`)."""
+"""The trainer: K runs that share a network, a dataset and a batch size, stepped as one program. A run trained
+alone is a group of one: there is one epoch loop, one evaluation, one probe, one checkpoint and one optimiser step.
+
+The runs of a group may differ in everything else: kind (none, pla, plea, sam, noise), smoothed layers, radius,
+samples, sharpness, seed, learning rate, momentum, weight decay, epochs, probe settings and TensorBoard. Each keeps
+what a run has alone: its own data order and augmentation, its own perturbations drawn from its own generator
+(`engines.Draws`, the order `PartialLocalEntropy` draws in), its own `torch.optim.SGD` (or pytorch-optimizer's
+SAM), its own `LayerTemperature`, store and checkpoints. So its numbers do not depend on the group it trains in
+(up to floating-point summation order), and a run started in a group can be resumed alone and the other way round.
+
+How: every parameter is stacked over the runs, `[K, *shape]`, one leaf tensor per name, and `Stacked` evaluates
+the network for every run at every point. Each run's model holds its parameters as views of its row, so that its
+optimiser updates the stack in place and its gradient is a view of the stack's: no copy either way. The loss of
+the group is the sum of the runs' losses, so each run's gradient is its own. A layer smoothed by some run of the
+group is perturbed for every run, with zero perturbations where a run does not smooth it; a run uses only its own
+points. (`benchmarks/sweep.py` measured this against the earlier vmap engine and a hand-written SGD; see README.)
+"""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import time
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from pleat import data as datasets
+from pleat import lifecycle as life
 from pleat.config import Config
-from pleat.kernels import Gaussian
-from pleat.models import build
-from pleat.objective import PartialLocalEntropy
+from pleat.engines import Draws
+from pleat.kernels import Box, Gaussian
 from pleat.select import select
+from pleat.stacked import Stacked
 from pleat.store import RunStore, environment
-from pleat.temperature import LayerTemperature, log_windows
+from pleat.temperature import LayerTemperature
 
-
-def derive(seed: int, *tags) -> int:
-    """A 63-bit seed for one purpose (noise, shuffling of an epoch, augmentation of a step) from the run's seed."""
-    digest = hashlib.sha256(repr((seed, *tags)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"config key 'device': {name!r} asked for but CUDA is not available; use device=cpu")
-    return device
-
-
-def _progress(iterable, enabled: bool, **kwargs):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, **kwargs)
-
-
-def loss_precision(out: Tensor) -> Tensor:
-    """Logits in the precision a loss is taken in: float64 stays, anything else (bfloat16 autocast) float32."""
-    return out if out.dtype == torch.float64 else out.float()
-
-
-@torch.no_grad()
-def evaluate(model, x, y, batch_size: int = 1024, autocast=contextlib.nullcontext) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` (in eval mode) on (x, y)."""
-    was = model.training
-    model.eval()
-    loss = torch.zeros((), dtype=torch.float64, device=x.device)
-    correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    for start in range(0, len(x), batch_size):
-        with autocast():
-            out = model(x[start : start + batch_size])
-        target = y[start : start + batch_size]
-        loss += F.cross_entropy(loss_precision(out), target, reduction="none").double().sum()
-        correct += (out.argmax(1) == target).sum()
-    model.train(was)
-    return float(loss) / len(x), float(correct) / len(x)
+# keys that must be equal for runs to share a program (the rest may differ run by run)
+SHARED_KEYS = (
+    "dataset",
+    "model",
+    "activation",
+    "batch_size",
+    "dtype",
+    "train_subset",
+    "test_subset",
+    "data_dir",
+    "device",
+)
 
 
 def train(config: Config) -> dict:
     """Run (or resume, or skip if finished) the run of `config`; returns its result.
 
-    Every epoch appends training loss and accuracy (at the centre point of the objective), test loss and accuracy
-    and the layer temperatures to the store, then checkpoints; a finished run is not trained again. A run whose
-    training loss stops being finite ends at that epoch, its result marked `diverged` (see `finish`).
+    Every epoch appends training loss and accuracy (at the centre point of the objective; for kind noise at the
+    shifted point the step uses), test loss and accuracy and the layer temperatures to the store, then
+    checkpoints; a finished run is not trained again. A run whose training loss stops being finite ends at that
+    epoch, its result marked `diverged`.
     """
-    device = resolve_device(config.device)
-    store = RunStore(config)
-    if store.finished:
-        return store.result()
-    check_layers(config)  # a bad layer or data folder fails here: before any data loading or run folder
-    datasets.data_root(config.data_dir)
-    with store.lock():
-        return store.result() if store.finished else _train(config, store, device)
+    return train_group([config])[0]
 
 
-def check_layers(config: Config) -> None:
-    """Raise ValueError (listing the model's layers) when `config.layers` selects nothing of its model: built on
-    the meta device, so that the check costs no memory and no data."""
-    if config.kind in ("none", "sam"):
-        return
-    with torch.device("meta"):
-        model = build(config.model, config.activation)
-    select(model, list(config.layers))
+def train_group(configs: list[Config]) -> list[dict]:
+    """Train (or resume) the runs of `configs` as one program; returns their results in order.
 
-
-def load_data(config: Config, device: torch.device) -> datasets.Dataset:
-    """The config's dataset on `device`, images in the run's dtype."""
-    data = datasets.load(
-        config.dataset,
-        config.data_dir or None,
-        device=device,
-        train_subset=config.train_subset,
-        test_subset=config.test_subset,
-    )
-    dtype = parameter_dtype(config)
-    data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
-    return data
-
-
-def parameter_dtype(config: Config) -> torch.dtype:
-    return torch.float64 if config.dtype == "float64" else torch.float32
-
-
-def autocast_for(config: Config, device: torch.device):
-    """A context factory: bfloat16 autocast for dtype = bfloat16, TF32 matmuls and convolutions for tf32 (CUDA
-    only; the flags are restored on exit), else nothing."""
-    if config.dtype == "bfloat16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    if config.dtype == "tf32" and device.type == "cuda":
-        return _tf32
-    return contextlib.nullcontext
-
-
-PRECISIONS = {
-    "float32": "float32",
-    "float64": "float64",
-    "bfloat16": "float32 weights, bfloat16 autocast",
-    "tf32": "float32 weights, TF32 matmuls and convolutions on CUDA",
-}
-
-
-@contextlib.contextmanager
-def _tf32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def init_model(config: Config, device: torch.device) -> torch.nn.Module:
-    """The run's initial network: Kaiming draws from torch's generator seeded with the run's seed inside
-    `fork_rng`, so that the caller's RNG is left untouched and the weights are those of every earlier version."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build(config.model, config.activation, config.init)
-    return model.to(device=device, dtype=parameter_dtype(config))
-
-
-def noise_generator(config: Config, device: torch.device) -> torch.Generator:
-    """The generator of the run's perturbations (pla, plea, noise), on the training device."""
-    return torch.Generator(device).manual_seed(derive(config.seed, "noise"))
-
-
-def epoch_order(config: Config, n: int, epoch: int) -> Tensor:
-    """The run's shuffle of its n training examples in `epoch` (0-based), on the CPU."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(derive(config.seed, "shuffle", epoch)))
-
-
-def batch(config: Config, data: datasets.Dataset, index: Tensor, epoch: int, step: int) -> tuple[Tensor, Tensor]:
-    """The examples `index` of the training set, augmented as the run's step `step` of `epoch` draws."""
-    x = data.augment(data.x_train[index], derive(config.seed, "augment", epoch, step))
-    return x, data.y_train[index]
-
-
-def epoch_record(
-    epoch: int, train: tuple[float, float], test: tuple[float, float], temperature: dict, windows, seconds: float
-) -> dict:
-    """One line of metrics.jsonl: `epoch` is 1-based; windows is None unless probe_every is set."""
-    return {
-        "epoch": epoch,
-        "train_loss": train[0],
-        "train_accuracy": train[1],
-        "test_loss": test[0],
-        "test_accuracy": test[1],
-        "temperature": {k: list(v) for k, v in temperature.items()},
-        **({"windows": windows} if windows is not None else {}),
-        "seconds": seconds,
-    }
-
-
-def checkpoint(store: RunStore, history: list[dict], model: dict, optimizer: dict, probe: dict, noise: Tensor):
-    """Save the state a resumed run needs after the last epoch of `history` (the format `resume` reads)."""
-    state = {"epoch": len(history), "model": model, "optimizer": optimizer, "probe": probe, "rng": {"noise": noise}}
-    store.save_checkpoint({**state, "metrics": history}, len(history))
-
-
-def resume(store: RunStore, device: torch.device, model, optimizer, probe, noise: torch.Generator) -> list[dict]:
-    """Load the run's latest checkpoint into the given objects; returns the epochs it holds (empty: a fresh run).
-
-    metrics.jsonl is rewritten to hold exactly those epochs, dropping one logged after the last checkpoint.
+    Finished runs are skipped. The runs must share `group_key`; they may be at different epochs (a group resumed
+    after a kill) and have different epoch counts. A run that diverges ends at that epoch; the others go on.
     """
-    state = store.load_checkpoint(device)
-    history: list[dict] = []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        probe.load_state_dict(state["probe"])
-        noise.set_state(state["rng"]["noise"].cpu())
-        history = state["metrics"]
-    store.rewrite_metrics(history)
-    return history
+    if not configs:
+        return []
+    if len({group_key(c) for c in configs}) > 1:
+        raise ValueError(f"these runs cannot share one vectorised program: they must agree on {', '.join(SHARED_KEYS)}")
+    stores = [RunStore(c) for c in configs]
+    if all(s.finished for s in stores):
+        return [s.result() for s in stores]
+    for config in configs:  # a bad layer or data folder fails here: before any data loading or run folder
+        life.check_layers(config)
+    datasets.data_root(configs[0].data_dir)
+    device = life.resolve_device(configs[0].device)
+    with contextlib.ExitStack() as locks:
+        for store in stores:
+            if not store.finished:
+                locks.enter_context(store.lock())
+        todo = [i for i, s in enumerate(stores) if not s.finished]  # read under the locks
+        trained = _train([configs[i] for i in todo], [stores[i] for i in todo], device)
+    results = dict(zip(todo, trained))
+    return [results[i] if i in results else s.result() for i, s in enumerate(stores)]
 
 
-def diverged(record: dict) -> bool:
-    return not math.isfinite(record["train_loss"])
+def group_key(config: Config) -> tuple:
+    """Runs with equal keys can be trained as one group."""
+    return tuple(getattr(config, k) for k in SHARED_KEYS)
 
 
-def finish(store: RunStore, history: list[dict], started: float) -> dict:
-    """Write and return the run's result: best and final test accuracy, and the epoch it diverged at, if it did."""
-    accs = [r["test_accuracy"] for r in history]
-    best = max(range(len(accs)), key=accs.__getitem__)
-    result = {
-        "run": str(store.dir),
-        "epochs": len(history),
-        "best_test_accuracy": accs[best],
-        "best_epoch": best + 1,
-        "final_test_accuracy": accs[-1],
-        "final_train_loss": history[-1]["train_loss"],
-        "final_train_accuracy": history[-1]["train_accuracy"],
-        "seconds_this_session": time.time() - started,
-    }
-    if diverged(history[-1]):
-        result["diverged"] = len(history)
-    store.finish(result)
-    return result
+def effective_kind(config: Config) -> str:
+    """The kind, or none for pla, plea and noise runs that perturb nothing (samples = 0 or radius = 0)."""
+    if config.kind in ("pla", "plea") and (config.samples == 0 or config.radius == 0):
+        return "none"
+    return "none" if config.kind == "noise" and config.radius == 0 else config.kind
 
 
-def _train(config: Config, store: RunStore, device: torch.device) -> dict:
-    data = load_data(config, device)
-    autocast = autocast_for(config, device)
-    store.create({**environment(device), "precision": PRECISIONS[config.dtype]})
-    model = init_model(config, device)
-    optimizer = _optimizer(config, model)
-    noise = noise_generator(config, device)
-    step = _step(config, model, optimizer, noise, autocast)
+def draws(config: Config) -> int:
+    """Perturbed points a step of this run evaluates besides the centre: y for pla/plea, 1 for noise, else 0."""
+    kind = effective_kind(config)
+    return config.samples if kind in ("pla", "plea") else int(kind == "noise")
+
+
+def points(config: Config) -> int | None:
+    """Points per step of a run that perturbs (the centre included); None for one that does not."""
+    return draws(config) + 1 if draws(config) else None
+
+
+@dataclass
+class Member:
+    """One run of a group, as a run alone has it: model, optimiser, probe, generator, store and history."""
+
+    config: Config
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    probe: LayerTemperature
+    noise: torch.Generator
+    store: RunStore | None = None
+    history: list[dict] = field(default_factory=list)
+    writer: object = None  # a TensorBoard SummaryWriter, with tensorboard = true
+
+    def __post_init__(self):
+        kind, radius = effective_kind(self.config), self.config.radius
+        self.draws = draws(self.config)
+        self.smoothed = [s.name for s in select(self.model, list(self.config.layers))] if self.draws else []
+        # noise: variance R²/3, as the box's
+        self.shifted = kind == "noise"  # its loss, and what it reports, is that of its one shifted point
+        self.kernel = Gaussian(gamma=3 / radius**2) if self.shifted else Box(radius, self.config.sharpness)
+        self.sam = kind == "sam"
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history)
+
+
+def member(config: Config, device: torch.device, store: RunStore | None = None) -> Member:
+    """A run's initial (or, with a store, resumed) model, optimiser, probe and generator."""
+    model = life.init_model(config, device)
+    optimizer = life.optimizer_for(config, model)
+    noise = life.noise_generator(config, device)
     probe = LayerTemperature(model, estimator=config.probe_estimator)
-    history = resume(store, device, model, optimizer, probe, noise)
-    writer = _tensorboard(store, len(history)) if config.tensorboard else None
+    history = [] if store is None else life.resume(store, device, model, optimizer, probe, noise)
+    return Member(config, model, optimizer, probe, noise, store, history)
+
+
+def _train(configs: list[Config], stores: list[RunStore], device: torch.device) -> list[dict]:
+    first = configs[0]
+    data = life.load_data(first, device)
+    autocast = life.autocast_for(first, device)
+    env = {**environment(device), "precision": life.PRECISIONS[first.dtype]}
+    if len(configs) > 1:
+        env["vectorised_group"] = len(configs)
     started = time.time()
-    epochs = range(len(history), config.epochs)
-    bar = dict(desc=f"run {store.dir.name}", unit="epoch", initial=len(history), total=config.epochs)
-    for epoch in _progress(epochs, config.progress, **bar):
-        record = _epoch(config, data, model, step, probe, epoch, autocast)
-        history.append(record)
-        store.append_metrics(record)
-        checkpoint(store, history, model.state_dict(), optimizer.state_dict(), probe.state_dict(), noise.get_state())
-        if writer is not None:
-            _log(writer, record)
-        if diverged(record):
-            break
-    if writer is not None:
-        writer.close()
-    return finish(store, history, started)
+    members, results, place = [], {}, {}
+    for k, (config, store) in enumerate(zip(configs, stores)):
+        store.create(env)
+        m = member(config, device, store)
+        if m.epoch >= config.epochs or (m.history and life.diverged(m.history[-1])):
+            results[k] = life.finish(store, m.history, started)  # stopped after its last checkpoint
+            continue
+        if config.tensorboard:
+            m.writer = life.tensorboard(store, m.epoch)
+        members.append(m)
+        place[id(m)] = k
+    if members:
+        group = Group(members)
+        alone = len(members) == 1
+        epochs = max(m.config.epochs - m.epoch for m in members)
+        what = f"run {stores[0].dir.name}" if len(configs) == 1 else f"group of {len(members)}"
+        bar = dict(desc=what, unit="epoch", total=epochs)
+        for _ in life.progress(range(epochs), any(c.progress for c in configs), **bar):
+            for m in group.epoch(data, autocast, steps_bar=alone and members[0].config.progress):
+                if m.writer is not None:
+                    m.writer.close()  # type: ignore[attr-defined]
+                assert m.store is not None
+                results[place[id(m)]] = life.finish(m.store, m.history, started)
+            if not group.members:
+                break
+    return [results[k] for k in range(len(configs))]
 
 
-def _epoch(config: Config, data, model, step, probe: LayerTemperature, epoch: int, autocast) -> dict:
-    """Train one epoch (0-based) and evaluate; returns its metrics record."""
-    epoch_start = time.time()
-    model.train()
-    n = len(data.x_train)
-    device = data.x_train.device
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    batches = epoch_order(config, n, epoch).to(device).split(config.batch_size)
-    windows: list[dict] = []  # probe windows closed in this epoch (probe_every > 0)
-    closes = window_ends(config, len(batches))
-    for step_index, index in enumerate(_progress(batches, config.progress, leave=False, unit="step")):
-        x, y = batch(config, data, index, epoch, step_index)
-        centre, out = step(x, y, probe)
-        if config.probe_every and (global_step := epoch * len(batches) + step_index + 1) in closes:
-            windows.append({"step": global_step, "temperature": {k: list(v) for k, v in probe.epoch().items()}})
-        loss_sum += centre.detach().double() * len(y)  # on the device: no host sync per step
-        correct += (out.argmax(1) == y).sum()
-    test = evaluate(model, data.x_test, data.y_test, autocast=autocast)
-    temperature = {} if config.probe_every else probe.epoch()
-    train = (float(loss_sum) / n, float(correct) / n)
-    windows_or_none = windows if config.probe_every else None
-    return epoch_record(epoch + 1, train, test, temperature, windows_or_none, time.time() - epoch_start)
+class Group:
+    """The stacked state of the runs still training, and their step, epoch and evaluation."""
 
+    def __init__(self, members: list[Member]):
+        self.net = Stacked(members[0].model)
+        self._stack(members)
 
-def window_ends(config: Config, steps_per_epoch: int) -> set[int] | range:
-    """The global steps (1-based) at which a probe window closes: every probe_every steps, or log-spaced."""
-    total = config.epochs * steps_per_epoch
-    if config.probe_windows == "log":
-        return set(log_windows(config.probe_every, total))
-    return range(config.probe_every, total + 1, config.probe_every) if config.probe_every else range(0)
+    def _stack(self, members: list[Member]) -> None:
+        """Stack the members' parameters and make each member's model hold views of its row; its optimiser and
+        probe are rebuilt on those views, carrying their state over."""
+        self.members = members
+        names = [n for n, _ in members[0].model.named_parameters()]
+        self.params = {n: torch.stack([m.model.get_parameter(n).detach() for m in members]) for n in names}
+        for p in self.params.values():
+            p.requires_grad_()
+        for k, m in enumerate(members):
+            optimizer, probe = m.optimizer.state_dict(), m.probe.state_dict()
+            for n in names:
+                owner, _, leaf = n.rpartition(".")
+                setattr(m.model.get_submodule(owner), leaf, nn.Parameter(self.params[n].detach()[k]))
+            m.optimizer = life.optimizer_for(m.config, m.model)
+            m.optimizer.load_state_dict(optimizer)
+            m.probe = LayerTemperature(m.model, estimator=m.config.probe_estimator)
+            m.probe.load_state_dict(probe)
+        self.watched = [s.name for s in members[0].probe.selected]
+        self.smoothed = [n for n in names if any(n in m.smoothed for m in members)]
+        self.points = 1 + max(m.draws for m in members)
+        device = self.params[names[0]].device
+        # which points enter each run's loss: its own y + 1 (pla, plea), the shifted point (noise), the centre
+        self.mask = torch.zeros(len(members), self.points, dtype=torch.bool, device=device)
+        for k, m in enumerate(members):
+            if m.shifted:
+                self.mask[k, 1] = True
+            else:
+                self.mask[k, : (m.draws + 1)] = True
+        self.counts = self.mask.sum(1)
+        self.is_plea = torch.tensor([effective_kind(m.config) == "plea" for m in members], device=device)
+        self.centre = torch.tensor([int(m.shifted) for m in members], device=device)
+        self._deltas: dict[str, Tensor] = {}
 
+    def keep(self, rows: list[int]) -> None:
+        """Go on with the members at `rows` only."""
+        self._stack([self.members[k] for k in rows])
 
-def _log(writer, record: dict) -> None:
-    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
-        writer.add_scalar(key, record[key], record["epoch"])
-    for layer, (mean, std) in record["temperature"].items():
-        writer.add_scalars(f"temperature/{layer}", {"signal": mean, "noise": std}, record["epoch"])
+    def _draw(self) -> dict[str, Tensor]:
+        """Each run's perturbations `[K, P-1, *shape]`, drawn from its own generator (`Draws`' order)."""
+        deltas = self._deltas
+        for n in self.smoothed:  # one buffer, kept: a fresh one each step costs its page faults on a CPU
+            shape = (len(self.members), self.points - 1, *self.params[n].shape[1:])
+            if n not in deltas or deltas[n].shape != shape:
+                deltas[n] = self.params[n].new_zeros(shape)  # rows of runs that leave the weight alone stay zero
+        for k, m in enumerate(self.members):
+            if m.draws:
+                draw = Draws(m.kernel.sample_, {n: deltas[n][k, 0] for n in m.smoothed}, m.smoothed, m.draws, m.noise)
+                for a in range(1, m.draws + 1):
+                    draw.draw_into(a, {n: deltas[n][k, a - 1] for n in m.smoothed})
+        return deltas
 
-
-def _optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD with the config's learning rate, momentum (no Nesterov) and weight decay; wrapped in SAM for kind sam."""
-    sgd: dict = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=False)
-    if config.kind != "sam":
-        return torch.optim.SGD(model.parameters(), **sgd)
-    try:
-        from pytorch_optimizer import SAM
-    except ImportError as e:
-        raise ImportError("kind = 'sam' needs pytorch-optimizer: pip install 'torch-pleat[train]'") from e
-    return SAM(model.parameters(), torch.optim.SGD, rho=config.radius, **sgd)
-
-
-def _step(config: Config, model, optimizer, noise: torch.Generator, autocast):
-    """The training step of the config's kind: `step(x, y, probe) -> (centre loss, centre output)`.
-
-    It zeroes the gradients, computes the loss and its gradient, lets the probe read the gradient (pla/plea: of the
-    smoothed loss, or ∇L(W) with probe_gradient = "centre"; noise: at W + ΔW; none/sam: at W), then updates the
-    weights.
-    """
-    if config.kind in ("pla", "plea"):
-        objective = PartialLocalEntropy(
-            model,
-            F.cross_entropy,
-            layers=list(config.layers),
-            radius=config.radius,
-            samples=config.samples,
-            kind=config.kind,
-            sharpness=config.sharpness,
-            generator=noise,
-            engine=config.engine,
-        )
-
-        def forward(x, y):
-            loss = objective(x, y)
-            return loss, objective.last.centre_loss, objective.last.output
-
-    elif config.kind == "noise" and config.radius > 0:
-        names = [s.name for s in select(model, list(config.layers))]
-        kernel = Gaussian(gamma=3 / config.radius**2)  # variance R²/3, as the box's
-
-        def forward(x, y):
-            params = dict(model.named_parameters())
-            with torch.no_grad():
-                shifts = {n: kernel.sample_(torch.empty_like(params[n]), noise) for n in names}
-            # the shift is a constant: the gradient at W + ΔW lands on the parameters themselves
-            out = torch.func.functional_call(model, {**params, **{n: params[n] + d for n, d in shifts.items()}}, x)
-            loss = F.cross_entropy(out, y)
-            return loss, loss, out
-
-    else:
-
-        def forward(x, y):
-            out = model(x)
-            loss = F.cross_entropy(out, y)
-            return loss, loss, out
-
-    def step(x, y, probe):
-        optimizer.zero_grad(set_to_none=True)
+    def _losses(self, params: dict[str, Tensor], x: Tensor, y: Tensor, autocast, deltas=None):
+        """Per-point mean cross-entropies `[K, Q]`, in float32 or float64 (as `loss_precision`), and outputs."""
         with autocast():
-            loss, centre, out = forward(x, y)
-        grads = None
-        if config.probe_gradient == "centre":  # ∇L(W): one more forward and backward (pleat's models have no BN)
-            with autocast():
-                plain = F.cross_entropy(model(x), y)
-            grads = torch.autograd.grad(plain, probe.params)
-        loss.backward()
-        probe.step(grads=grads)
-        if config.kind == "sam":
-            optimizer.first_step(zero_grad=True)  # climb to W + ρ g/|g|
-            with autocast():
-                forward(x, y)[0].backward()
-            optimizer.second_step()  # back to W, then the SGD step with the gradient taken up there
+            out = self.net(params, x, deltas)
+        k, q, b = out.shape[:3]
+        targets = y.unsqueeze(1).expand(k, q, b).flatten()
+        losses = F.cross_entropy(life.loss_precision(out).flatten(0, 2), targets, reduction="none")
+        return losses.view(k, q, b).mean(2), out
+
+    def step(self, x: Tensor, y: Tensor, autocast) -> tuple[Tensor, Tensor]:
+        """One training step of every run on its batch (x `[K, B, ...]`, y `[K, B]`); returns the losses `[K]` and
+        outputs `[K, B, classes]` at each run's reported point (the centre; noise: the shifted point), detached."""
+        params, members = self.params, self.members
+        losses, out = self._losses(params, x, y, autocast, self._draw() if self.smoothed else None)
+        own = losses.masked_fill(~self.mask, 0).sum(1) / self.counts  # pla (eq 23); none, sam, noise: one point
+        plea = self.counts.log() - torch.logsumexp((-losses).masked_fill(~self.mask, -math.inf), dim=1)  # eq 22
+        loss = torch.where(self.is_plea, plea, own)
+        names = list(params)
+        centre = None
+        if any(m.config.probe_gradient == "centre" for m in members):  # ∇L(W), from the same forward
+            centre = torch.autograd.grad(losses[:, 0].sum(), [params[n] for n in self.watched], retain_graph=True)
+        grads = dict(zip(names, torch.autograd.grad(loss.sum(), [params[n] for n in names])))
+        for k, m in enumerate(members):
+            for n, p in m.model.named_parameters():
+                p.grad = grads[n][k]
+            probed = centre if m.config.probe_gradient == "centre" else [grads[n] for n in self.watched]
+            m.probe.step(grads=[g[k] for g in probed])  # type: ignore[union-attr]
+        sam = [k for k, m in enumerate(members) if m.sam]
+        for k in sam:
+            members[k].optimizer.first_step(zero_grad=True)  # type: ignore[attr-defined]  # to W + ρ g/|g|
+        if sam:
+            self._sam_gradients(sam, x, y, autocast)
+        for m in members:
+            if m.sam:
+                m.optimizer.second_step()  # type: ignore[attr-defined]  # back to W, SGD with the gradient there
+            else:
+                m.optimizer.step()
+        rows = torch.arange(len(members), device=losses.device)
+        return losses[rows, self.centre].detach(), out[rows, self.centre].detach()
+
+    def _sam_gradients(self, sam: list[int], x: Tensor, y: Tensor, autocast) -> None:
+        """The plain loss's gradient at the SAM runs' ascended weights, into their parameters' `.grad`."""
+        if len(sam) == len(self.members):
+            params = self.params
         else:
-            optimizer.step()
-        return centre.detach(), out
+            params = {n: p.detach()[sam].requires_grad_() for n, p in self.params.items()}
+        losses, _ = self._losses(params, x[sam], y[sam], autocast)
+        grads = dict(zip(params, torch.autograd.grad(losses[:, 0].sum(), list(params.values()))))
+        for j, k in enumerate(sam):
+            for n, p in self.members[k].model.named_parameters():
+                p.grad = grads[n][j]
 
-    return step
+    def epoch(self, data: datasets.Dataset, autocast, steps_bar: bool = False) -> list[Member]:
+        """Train every run one epoch (each its own next one) and evaluate; returns the members that ended."""
+        started = time.time()
+        members, device = self.members, self.params[self.watched[0]].device
+        n = len(data.x_train)
+        orders = torch.stack([life.epoch_order(m.config, n, m.epoch) for m in members]).to(device)
+        augmented = datasets.augmentation(data.name) is not None
+        batch_size = members[0].config.batch_size
+        steps = math.ceil(n / batch_size)
+        loss_sum = torch.zeros(len(members), dtype=torch.float64, device=device)
+        correct = torch.zeros(len(members), dtype=torch.int64, device=device)
+        ends = [life.window_ends(m.config, steps) for m in members]
+        windows: list[list[dict]] = [[] for _ in members]
+        for step in life.progress(range(steps), steps_bar, leave=False, unit="step"):
+            index = orders[:, step * batch_size : (step + 1) * batch_size]
+            if augmented:  # each run's own augmentation of its batch
+                batches = [life.batch(m.config, data, i, m.epoch, step) for m, i in zip(members, index)]
+                x, y = torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
+            else:
+                x, y = data.x_train[index], data.y_train[index]
+            centre, out = self.step(x, y, autocast)
+            loss_sum += centre.double() * y.shape[1]  # on the device: no host sync per step
+            correct += (out.argmax(-1) == y).sum(1)
+            for k, m in enumerate(members):
+                if (at := m.epoch * steps + step + 1) in ends[k]:
+                    windows[k].append({"step": at, "temperature": {w: list(v) for w, v in m.probe.epoch().items()}})
+        test = self.evaluate(data.x_test, data.y_test, autocast)
+        train = zip((loss_sum / n).tolist(), (correct.double() / n).tolist())
+        seconds = (time.time() - started) / len(members)
+        ended, rows = [], []
+        for k, (m, train_k, test_k) in enumerate(zip(members, train, test)):
+            every = m.config.probe_every
+            temperature = {} if every else m.probe.epoch()
+            record = life.epoch_record(
+                m.epoch + 1, train_k, test_k, temperature, windows[k] if every else None, seconds
+            )
+            m.history.append(record)
+            self._save(m, record)
+            if m.epoch >= m.config.epochs or life.diverged(record):
+                ended.append(m)
+            else:
+                rows.append(k)
+        if ended and rows:
+            self.keep(rows)
+        elif ended:
+            self.members = []
+        return ended
 
+    @staticmethod
+    def _save(m: Member, record: dict) -> None:
+        """The epoch's metrics line and checkpoint (the parameters copied out of the stack), TensorBoard."""
+        assert m.store is not None
+        m.store.append_metrics(record)
+        model = {k: v.clone() for k, v in m.model.state_dict().items()}  # a view would save the whole stack
+        life.checkpoint(m.store, m.history, model, m.optimizer.state_dict(), m.probe.state_dict(), m.noise.get_state())
+        if m.writer is not None:
+            life.log(m.writer, record)
 
-def _tensorboard(store: RunStore, start_epoch: int):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as e:
-        raise ImportError("tensorboard = true needs the tensorboard package: pip install tensorboard") from e
-    return SummaryWriter(str(store.dir / "tensorboard"), purge_step=start_epoch + 1)
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor, autocast) -> list[tuple[float, float]]:
+        """Each run's mean test loss and accuracy, the test set shared by all runs; one host sync."""
+        k = len(self.members)
+        loss = torch.zeros(k, dtype=torch.float64, device=x.device)
+        correct = torch.zeros(k, dtype=torch.int64, device=x.device)
+        size = max(64, 1024 // k)
+        for start in range(0, len(x), size):
+            with autocast():
+                out = self.net(self.params, x[start : start + size], shared=True)[:, 0]
+            target = y[start : start + size]
+            losses = F.cross_entropy(life.loss_precision(out).flatten(0, 1), target.repeat(k), reduction="none")
+            loss += losses.view(k, -1).double().sum(1)
+            correct += (out.argmax(-1) == target).sum(1)
+        return list(zip((loss / len(x)).tolist(), (correct.double() / len(x)).tolist()))

@@ -2,8 +2,9 @@
 
 from pleat.reproduce.claims import CHECKS, Verdict, judge
 from pleat.reproduce.report import write_report
+from pleat.reproduce.results import results_table
 from pleat.reproduce.spec import BUDGETS, Run, Spec, available, expand, load_spec
-from pleat.reproduce.sweep import reproduce, results_table
+from pleat.reproduce.sweep import reproduce
 
 __all__ = [
     "BUDGETS",

@@ -1,6 +1,6 @@
 """Where the runs of a sweep are trained: a local pool of processes, or a Ray cluster.
 
-Both take jobs, each a list of run configs trained as one vectorised group (`pleat.group`; a job of one run is a
+Both take jobs, each a list of run configs trained as one vectorised group (`pleat.train`; a job of one run is a
 lone run), and yield `(config, result, error)` for every run as its job finishes; the run's numbers land in the
 driver's run store either way. An error in a job is reported for each of its runs; the other jobs go on.
 
@@ -53,11 +53,10 @@ Outcome = tuple[Config, dict | None, str | None]
 
 
 def train_job(configs: list[Config]) -> list[dict]:
-    """Train one job: a lone run, or a vectorised group."""
-    from pleat.group import train_group
-    from pleat.train import train
+    """Train one job: a group of runs (of one, or more)."""
+    from pleat.train import train_group
 
-    return [train(configs[0])] if len(configs) == 1 else train_group(configs)
+    return train_group(configs)
 
 
 def _train(values: list[dict]) -> list[dict]:

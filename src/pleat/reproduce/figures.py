@@ -1,4 +1,4 @@
-"""The figures of a sweep, drawn from its results table (see `sweep.results_table`), mean ± std over seeds.
+"""The figures of a sweep, drawn from its results table (see `results.results_table`), mean ± std over seeds.
 
 Layers are labelled by the indices the spec gives ({1,2}), never by module names. Figures are matplotlib
 `Figure`s built without pyplot, so drawing never switches a notebook's backend.

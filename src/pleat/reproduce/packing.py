@@ -1,4 +1,4 @@
-"""Packing: which runs of a sweep are trained together as one vectorised group (see `pleat.group`).
+"""Packing: which runs of a sweep are trained together as one vectorised group (see `pleat.train`).
 
 Runs share a group when they share the network, the dataset, the batch size and everything else `group_key`
 names, the number of points per step, and the layers they smooth. The last condition is a choice: a group pays,
@@ -22,9 +22,9 @@ from collections import defaultdict
 import torch
 
 from pleat.config import Config
-from pleat.group import effective_kind, group_key, points
 from pleat.models import build
 from pleat.select import select
+from pleat.train import effective_kind, group_key, points
 
 INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "stl10": (3, 96, 96)}
 # what a step holds per activation value: the forward's saved value, its gradient, and a copy in the points' join
@@ -77,32 +77,25 @@ def _available_ram() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def pack_key(config: Config) -> tuple | None:
-    """Runs with equal keys may share a group; None: the run trains alone."""
-    key = group_key(config)
-    if key is None:
-        return None
-    smoothed = () if effective_kind(config) == "none" else tuple(config.layers)
-    return (*key, points(config), smoothed)
+def pack_key(config: Config) -> tuple:
+    """Runs with equal keys may share a group (SAM runs among themselves: their second pass is then the
+    whole group's)."""
+    smoothed = () if points(config) is None else tuple(config.layers)
+    return (*group_key(config), points(config), smoothed, effective_kind(config) == "sam")
 
 
 def pack(configs: list[Config], budget: int, parts: int = 1) -> list[list[Config]]:
     """Split `configs` into groups: runs of one `pack_key`, each group within `budget` bytes, and every key's runs
     spread over at least `parts` groups when there are that many (so that `parts` workers all get work).
 
-    Order is kept within a group; a run that cannot share a group, or that alone exceeds the budget, is a group
-    of one (trained as a lone run).
+    Order is kept within a group; a run that alone exceeds the budget is a group of one.
     """
     if parts < 1:
         raise ValueError(f"parts must be >= 1, got {parts}")
     by_key: dict[tuple, list[Config]] = defaultdict(list)
     groups: list[list[Config]] = []
     for c in configs:
-        key = pack_key(c)
-        if key is None:
-            groups.append([c])
-        else:
-            by_key[key].append(c)
+        by_key[pack_key(c)].append(c)
     for runs in by_key.values():
         fits = max(1, budget // max(1, max(run_bytes(c) for c in runs)))
         count = max(math.ceil(len(runs) / fits), min(parts, len(runs)))

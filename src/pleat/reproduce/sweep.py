@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from pleat.reproduce import executors, packing
+from pleat.reproduce.report import write_sweep_report
 from pleat.reproduce.spec import Run, Spec, expand, load_spec, swept
 
 # Seconds per 1,000 examples per epoch on the team's 2-core CPU using both cores (one two-thread run, or two
@@ -205,8 +206,6 @@ def reproduce(
                     diverged.append((_describe(by_key[config.key()], keys), result["diverged"]))
         finally:
             progress.close()
-    from pleat.reproduce.report import write_sweep_report
-
     report = write_sweep_report(out)
     return {"runs": len(runs), "trained": len(todo), "failed": failed, "diverged": diverged, **report}
 
@@ -242,57 +241,3 @@ def default_workers() -> int:
     """Local workers when --workers is not given: one per core, one torch thread each, the fastest in
     benchmarks/sweep.py (2-core CPU: 2 workers 0.85x the wall time of 1 worker with 2 threads; 4 workers 1.12x)."""
     return executors.cores()
-
-
-def results_table(out: str | Path, spec: Spec | None = None, budget: str | None = None):
-    """One row per finished run of the store `out`/runs: arm, config keys, best/final test accuracy, metrics.
-
-    With a spec and budget, runs are labelled by the spec's arms and only the spec's runs are taken.
-    """
-    import pandas as pd
-
-    from pleat.config import Config
-    from pleat.store import CorruptRun, read_metrics
-
-    store = store_dir(out)
-    arms, regimes = {}, {}
-    if spec is not None and budget is not None:
-        expanded = expand(spec, budget, _sweep_seeds(out), out_dir=str(store))
-        arms = {r.config.key(): r.arm for r in expanded}
-        regimes = {r.config.key(): r.regime for r in expanded if r.regime}
-    rows = []
-    for result_path in sorted(store.glob("*/result.json")):
-        run_dir = result_path.parent
-        if arms and run_dir.name not in arms:
-            continue
-        try:
-            config = Config.from_dict(json.loads((run_dir / "config.json").read_text()))
-            metrics = read_metrics(run_dir / "metrics.jsonl")
-        except (CorruptRun, ValueError):
-            continue
-        result = json.loads(result_path.read_text())
-        row = {k: getattr(config, k) for k in config.to_dict()}
-        row["layers"] = tuple(config.layers)
-        row["arm"] = arms.get(run_dir.name, config.kind)
-        if regimes:
-            row["regime"] = regimes[run_dir.name]
-        row["run"] = run_dir.name
-        row["best_test_accuracy"] = result["best_test_accuracy"]
-        row["final_test_accuracy"] = result["final_test_accuracy"]
-        row["diverged"] = result.get("diverged")  # the epoch its training loss stopped being finite, or None
-        row["metrics"] = metrics
-        rows.append(row)
-    order = list(arms)  # the spec's order: arms, then their grids
-    rows.sort(key=lambda r: order.index(r["run"]) if r["run"] in order else len(order))
-    return pd.DataFrame(rows)
-
-
-def store_dir(folder: str | Path) -> Path:
-    """The run store of a sweep folder (its runs/), or the folder itself when it is a run store."""
-    folder = Path(folder)
-    return folder / "runs" if (folder / "runs").is_dir() else folder
-
-
-def _sweep_seeds(out) -> int | None:
-    path = Path(out) / "sweep.json"
-    return json.loads(path.read_text()).get("seeds") if path.exists() else None

@@ -1,0 +1,228 @@
+"""A run's lifecycle around its training: device, data, initial network and optimiser, draws of randomness,
+resume, checkpoint, metrics records and result (see `pleat.store`). The training itself is `pleat.train`."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import time
+
+import torch
+from torch import Tensor
+
+from pleat import data as datasets
+from pleat.config import Config
+from pleat.models import build
+from pleat.select import select
+from pleat.store import RunStore
+from pleat.temperature import log_windows
+
+
+def derive(seed: int, *tags) -> int:
+    """A 63-bit seed for one purpose (noise, shuffling of an epoch, augmentation of a step) from the run's seed."""
+    digest = hashlib.sha256(repr((seed, *tags)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"config key 'device': {name!r} asked for but CUDA is not available; use device=cpu")
+    return device
+
+
+def progress(iterable, enabled: bool, **kwargs):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, **kwargs)
+
+
+def loss_precision(out: Tensor) -> Tensor:
+    """Logits in the precision a loss is taken in: float64 stays, anything else (bfloat16 autocast) float32."""
+    return out if out.dtype == torch.float64 else out.float()
+
+
+def check_layers(config: Config) -> None:
+    """Raise ValueError (listing the model's layers) when `config.layers` selects nothing of its model: built on
+    the meta device, so that the check costs no memory and no data."""
+    if config.kind in ("none", "sam"):
+        return
+    with torch.device("meta"):
+        model = build(config.model, config.activation)
+    select(model, list(config.layers))
+
+
+def load_data(config: Config, device: torch.device) -> datasets.Dataset:
+    """The config's dataset on `device`, images in the run's dtype."""
+    data = datasets.load(
+        config.dataset,
+        config.data_dir or None,
+        device=device,
+        train_subset=config.train_subset,
+        test_subset=config.test_subset,
+    )
+    dtype = parameter_dtype(config)
+    data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
+    return data
+
+
+def parameter_dtype(config: Config) -> torch.dtype:
+    return torch.float64 if config.dtype == "float64" else torch.float32
+
+
+def autocast_for(config: Config, device: torch.device):
+    """A context factory: bfloat16 autocast for dtype = bfloat16, TF32 matmuls and convolutions for tf32 (CUDA
+    only; the flags are restored on exit), else nothing."""
+    if config.dtype == "bfloat16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    if config.dtype == "tf32" and device.type == "cuda":
+        return _tf32
+    return contextlib.nullcontext
+
+
+PRECISIONS = {
+    "float32": "float32",
+    "float64": "float64",
+    "bfloat16": "float32 weights, bfloat16 autocast",
+    "tf32": "float32 weights, TF32 matmuls and convolutions on CUDA",
+}
+
+
+@contextlib.contextmanager
+def _tf32():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def init_model(config: Config, device: torch.device) -> torch.nn.Module:
+    """The run's initial network: Kaiming draws from torch's generator seeded with the run's seed inside
+    `fork_rng`, so that the caller's RNG is left untouched and the weights are those of every earlier version."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build(config.model, config.activation, config.init)
+    return model.to(device=device, dtype=parameter_dtype(config))
+
+
+def noise_generator(config: Config, device: torch.device) -> torch.Generator:
+    """The generator of the run's perturbations (pla, plea, noise), on the training device."""
+    return torch.Generator(device).manual_seed(derive(config.seed, "noise"))
+
+
+def epoch_order(config: Config, n: int, epoch: int) -> Tensor:
+    """The run's shuffle of its n training examples in `epoch` (0-based), on the CPU."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(derive(config.seed, "shuffle", epoch)))
+
+
+def batch(config: Config, data: datasets.Dataset, index: Tensor, epoch: int, step: int) -> tuple[Tensor, Tensor]:
+    """The examples `index` of the training set, augmented as the run's step `step` of `epoch` draws."""
+    x = data.augment(data.x_train[index], derive(config.seed, "augment", epoch, step))
+    return x, data.y_train[index]
+
+
+def epoch_record(
+    epoch: int, train: tuple[float, float], test: tuple[float, float], temperature: dict, windows, seconds: float
+) -> dict:
+    """One line of metrics.jsonl: `epoch` is 1-based; windows is None unless probe_every is set."""
+    return {
+        "epoch": epoch,
+        "train_loss": train[0],
+        "train_accuracy": train[1],
+        "test_loss": test[0],
+        "test_accuracy": test[1],
+        "temperature": {k: list(v) for k, v in temperature.items()},
+        **({"windows": windows} if windows is not None else {}),
+        "seconds": seconds,
+    }
+
+
+def checkpoint(store: RunStore, history: list[dict], model: dict, optimizer: dict, probe: dict, noise: Tensor):
+    """Save the state a resumed run needs after the last epoch of `history` (the format `resume` reads)."""
+    state = {"epoch": len(history), "model": model, "optimizer": optimizer, "probe": probe, "rng": {"noise": noise}}
+    store.save_checkpoint({**state, "metrics": history}, len(history))
+
+
+def resume(store: RunStore, device: torch.device, model, optimizer, probe, noise: torch.Generator) -> list[dict]:
+    """Load the run's latest checkpoint into the given objects; returns the epochs it holds (empty: a fresh run).
+
+    metrics.jsonl is rewritten to hold exactly those epochs, dropping one logged after the last checkpoint.
+    """
+    state = store.load_checkpoint(device)
+    history: list[dict] = []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        probe.load_state_dict(state["probe"])
+        noise.set_state(state["rng"]["noise"].cpu())
+        history = state["metrics"]
+    store.rewrite_metrics(history)
+    return history
+
+
+def diverged(record: dict) -> bool:
+    return not math.isfinite(record["train_loss"])
+
+
+def finish(store: RunStore, history: list[dict], started: float) -> dict:
+    """Write and return the run's result: best and final test accuracy, and the epoch it diverged at, if it did."""
+    accs = [r["test_accuracy"] for r in history]
+    best = max(range(len(accs)), key=accs.__getitem__)
+    result = {
+        "run": str(store.dir),
+        "epochs": len(history),
+        "best_test_accuracy": accs[best],
+        "best_epoch": best + 1,
+        "final_test_accuracy": accs[-1],
+        "final_train_loss": history[-1]["train_loss"],
+        "final_train_accuracy": history[-1]["train_accuracy"],
+        "seconds_this_session": time.time() - started,
+    }
+    if diverged(history[-1]):
+        result["diverged"] = len(history)
+    store.finish(result)
+    return result
+
+
+def window_ends(config: Config, steps_per_epoch: int) -> set[int] | range:
+    """The global steps (1-based) at which a probe window closes: every probe_every steps, or log-spaced."""
+    total = config.epochs * steps_per_epoch
+    if config.probe_windows == "log":
+        return set(log_windows(config.probe_every, total))
+    return range(config.probe_every, total + 1, config.probe_every) if config.probe_every else range(0)
+
+
+def log(writer, record: dict) -> None:
+    """One epoch's metrics into a TensorBoard writer."""
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+        writer.add_scalar(key, record[key], record["epoch"])
+    for layer, (mean, std) in record["temperature"].items():
+        writer.add_scalars(f"temperature/{layer}", {"signal": mean, "noise": std}, record["epoch"])
+
+
+def optimizer_for(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with the config's learning rate, momentum (no Nesterov) and weight decay; wrapped in SAM for kind sam."""
+    sgd: dict = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=False)
+    if config.kind != "sam":
+        return torch.optim.SGD(model.parameters(), **sgd)
+    try:
+        from pytorch_optimizer import SAM
+    except ImportError as e:
+        raise ImportError("kind = 'sam' needs pytorch-optimizer: pip install 'torch-pleat[train]'") from e
+    return SAM(model.parameters(), torch.optim.SGD, rho=config.radius, **sgd)
+
+
+def tensorboard(store: RunStore, start_epoch: int):
+    """A TensorBoard writer into the run's folder, dropping any events logged after `start_epoch`."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ImportError("tensorboard = true needs the tensorboard package: pip install tensorboard") from e
+    return SummaryWriter(str(store.dir / "tensorboard"), purge_step=start_epoch + 1)

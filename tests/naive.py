@@ -1,0 +1,112 @@
+"""The reference the trainer is tested against: a run of a config trained by the plainest loop that pleat's public
+pieces allow, one point at a time where it can: `PartialLocalEntropy` for pla/plea, `functional_call` at the
+shifted weights for noise, pytorch-optimizer's SAM with its closure, `torch.optim.SGD`, `LayerTemperature`, and a
+plain evaluation loop. It shares with the trainer only the run's lifecycle (data, initial weights, data order,
+augmentation, the seed of each generator), not its maths."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pleat import lifecycle as life
+from pleat.config import Config
+from pleat.kernels import Gaussian
+from pleat.objective import PartialLocalEntropy
+from pleat.select import select
+from pleat.temperature import LayerTemperature
+
+
+def naive_train(config: Config) -> tuple[list[dict], dict]:
+    """Per-epoch records (as metrics.jsonl holds them, without seconds) and the final weights."""
+    device = torch.device("cpu")
+    data = life.load_data(config, device)
+    autocast = life.autocast_for(config, device)
+    model = life.init_model(config, device)
+    optimizer = life.optimizer_for(config, model)
+    noise = life.noise_generator(config, device)
+    probe = LayerTemperature(model, estimator=config.probe_estimator)
+    smoothing = config.kind in ("pla", "plea")
+    if smoothing:
+        objective = PartialLocalEntropy(
+            model,
+            F.cross_entropy,
+            layers=list(config.layers),
+            radius=config.radius,
+            samples=config.samples,
+            kind=config.kind,
+            sharpness=config.sharpness,
+            generator=noise,
+        )
+
+    def forward(x, y):
+        """(loss to descend, loss to report, output to report)"""
+        if smoothing:
+            loss = objective(x, y)
+            return loss, objective.last.centre_loss, objective.last.output
+        if config.kind == "noise" and config.radius > 0:
+            params = dict(model.named_parameters())
+            kernel = Gaussian(gamma=3 / config.radius**2)
+            shifted = dict(params)
+            for s in select(model, list(config.layers)):
+                with torch.no_grad():
+                    shift = kernel.sample_(torch.empty_like(params[s.name]), noise)
+                shifted[s.name] = params[s.name] + shift
+            out = torch.func.functional_call(model, shifted, (x,))
+            loss = F.cross_entropy(out, y)
+            return loss, loss, out
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        return loss, loss, out
+
+    n, history = len(data.x_train), []
+    steps = -(-n // config.batch_size)
+    ends = life.window_ends(config, steps)
+    for epoch in range(config.epochs):
+        loss_sum, correct, windows = 0.0, 0, []
+        for step, index in enumerate(life.epoch_order(config, n, epoch).split(config.batch_size)):
+            x, y = life.batch(config, data, index, epoch, step)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast():
+                loss, reported, out = forward(x, y)
+            grads = None
+            if config.probe_gradient == "centre":
+                with autocast():
+                    plain = F.cross_entropy(model(x), y)
+                grads = torch.autograd.grad(plain, probe.params)
+            loss.backward()
+            probe.step(grads=grads)
+            if config.kind == "sam":
+
+                def closure():
+                    with autocast():
+                        again = F.cross_entropy(model(x), y)
+                    again.backward()
+                    return again
+
+                optimizer.step(closure)
+            else:
+                optimizer.step()
+            loss_sum += float(reported.detach()) * len(y)
+            correct += int((out.argmax(1) == y).sum())
+            if (at := epoch * steps + step + 1) in ends:
+                windows.append({"step": at, "temperature": {k: list(v) for k, v in probe.epoch().items()}})
+        test_loss, test_correct = 0.0, 0
+        with torch.no_grad():
+            for x, y in zip(data.x_test.split(1000), data.y_test.split(1000)):
+                with autocast():
+                    out = model(x)
+                test_loss += float(F.cross_entropy(life.loss_precision(out), y, reduction="sum"))
+                test_correct += int((out.argmax(1) == y).sum())
+        temperature = {} if config.probe_every else {k: list(v) for k, v in probe.epoch().items()}
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / n,
+            "train_accuracy": correct / n,
+            "test_loss": test_loss / len(data.x_test),
+            "test_accuracy": test_correct / len(data.x_test),
+            "temperature": temperature,
+            **({"windows": windows} if config.probe_every else {}),
+        }
+        history.append(record)
+    return history, {k: v.detach().clone() for k, v in model.state_dict().items()}
