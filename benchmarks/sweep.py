@@ -3,6 +3,7 @@
     PLEAT_DATA=../shared/datasets python benchmarks/sweep.py                   # group: one by one vs vectorised
     PLEAT_DATA=../shared/datasets python benchmarks/sweep.py group --device cuda
     PLEAT_DATA=../shared/datasets python benchmarks/sweep.py kinds             # every run kind in one group
+    python benchmarks/sweep.py step [--device cuda]       # one group step: 1 and 8 PLA runs, layers {2} and {1,2}
     PLEAT_DATA=../shared/datasets python benchmarks/sweep.py executors         # 1, 2, 4 local workers and Ray
     PLEAT_DATA=../shared/datasets python benchmarks/sweep.py paper --device cuda  # Fig 3 at paper budget, 1 seed
     python benchmarks/sweep.py compile [--device cuda]    # a group's step eager vs torch.compile (CUDA graphs)
@@ -13,6 +14,7 @@ fresh stores in this process, one after the other (evaluation and checkpoints in
 one by one over the time vectorised (packed as `pleat reproduce` packs them: one group per layer subset).
 kinds: one run of each kind (plain, PLA, PLEA on layer 2, SAM, noise on layer 2) of the paper's fc2, one epoch,
 trained one by one and as one group; the ratio is one by one over the group.
+step: the median time of one training step of a group (fc2, PLA y = 4, batch 256, random data) of 1 and 8 runs.
 executors: wall time of a small sweep with 1, 2 and 4 local workers and with Ray, as a ratio to one worker.
 paper: wall time of `pleat reproduce fig3 --budget paper --seeds 1` (25 runs x 120 epochs).
 """
@@ -100,6 +102,27 @@ def kinds(args) -> None:
         one_by_one = _timed(lambda: [train_job([c]) for c in lone], args.device)
         together = _timed(lambda: train_job(grouped), args.device)
     print(f"one by one {one_by_one:.1f} s, one group {together:.1f} s: {one_by_one / together:.2f}x")
+
+
+def step(args) -> None:
+    import contextlib
+    import statistics
+
+    from pleat.train import Group, member
+
+    device = torch.device(args.device)
+    print(f"one group step (fc2, PLA y = 4, batch 256), device {_device_name(args.device)}")
+    for runs in (1, 8):
+        for layers in ((2,), (1, 2)):
+            configs = [Config(kind="pla", layers=layers, radius=0.01 * (i + 1), seed=i) for i in range(runs)]
+            group = Group([member(c, device) for c in configs])
+            x = torch.rand(runs, 256, 1, 28, 28, device=device)
+            y = torch.randint(0, 10, (runs, 256), device=device)
+            for _ in range(3):
+                group.step(x, y, contextlib.nullcontext)
+            six = [lambda: [group.step(x, y, contextlib.nullcontext) for _ in range(6)]] * 5
+            times = [_timed(steps, args.device) / 6 for steps in six]
+            print(f"{runs} runs, layers {set(layers)}: {statistics.median(times) * 1e3:.1f} ms a step")
 
 
 def compile_(args) -> None:
@@ -198,9 +221,12 @@ def _device_name(device: str) -> str:
     return torch.cuda.get_device_name(device) if device.startswith("cuda") else f"cpu ({platform.processor() or 'cpu'})"
 
 
+MODES = {"group": group, "kinds": kinds, "step": step, "executors": executors, "paper": paper, "compile": compile_}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", nargs="?", default="group", choices=("group", "kinds", "executors", "paper", "compile"))
+    parser.add_argument("mode", nargs="?", default="group", choices=tuple(MODES))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--train-subset", type=int, default=6000, help="group, executors: training examples")
     parser.add_argument("--workers", default="1,2,4", help="executors: local worker counts to time")
@@ -208,8 +234,7 @@ def main() -> None:
     parser.add_argument("--one-by-one", action="store_true", help="executors: no vectorised groups")
     parser.add_argument("--out", help="paper: keep the sweep here (default: a temporary folder)")
     args = parser.parse_args()
-    modes = {"group": group, "kinds": kinds, "executors": executors, "paper": paper, "compile": compile_}
-    modes[args.mode](args)
+    MODES[args.mode](args)
 
 
 if __name__ == "__main__":

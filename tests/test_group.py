@@ -124,14 +124,32 @@ def assert_same_runs(alone: list[Config], grouped: list[Config], rtol=1e-12):
 
 
 @needs_data
-def test_group_matches_its_runs_trained_alone(tmp_path):
+def test_group_matches_its_runs_trained_alone_and_the_naive_loop(tmp_path):
     """Plain, PLA (hard and soft box), PLEA, SAM and noise runs with different layers, radii, samples, seeds,
     momentum, weight decay, epoch counts and probes, in float64: the group gives each run the numbers of its lone
-    training, probe windows of 3 steps included (per-epoch temperatures: the resume test below)."""
+    training, probe windows of 3 steps included (per-epoch temperatures: the resume test below). And each run
+    alone has the numbers of tests/naive.py (PartialLocalEntropy, functional_call at the shifted weights,
+    pytorch-optimizer's SAM with its closure, torch.optim.SGD): every epoch's metrics and windows, the final
+    weights."""
+    from naive import naive_train
+
     alone = fc_configs(tmp_path / "alone", probe_every=3)
     grouped = fc_configs(tmp_path / "group", probe_every=3)
     for c in alone:
         train(c)
+        expected, weights = naive_train(c)
+        got = RunStore(c).metrics()
+        assert len(got) == len(expected)
+        for a, b in zip(expected, got):
+            for key in KEYS:
+                assert b[key] == pytest.approx(a[key], rel=1e-10, abs=1e-14), (c.kind, key)
+            assert [w["step"] for w in b["windows"]] == [w["step"] for w in a["windows"]]
+            for wa, wb in zip(a["windows"], b["windows"]):
+                for name, value in wa["temperature"].items():
+                    assert wb["temperature"][name] == pytest.approx(value, rel=1e-9), (c.kind, name)
+        final = torch.load(RunStore(c).dir / f"checkpoint-{c.epochs}.pt", weights_only=True)["model"]
+        for name, value in weights.items():
+            torch.testing.assert_close(final[name], value, rtol=1e-10, atol=1e-13)
     results = train_group(grouped)
     assert [r["epochs"] for r in results] == [2, 2, 2, 3, 2, 2, 2, 2]
     assert_same_runs(alone, grouped)
@@ -140,27 +158,34 @@ def test_group_matches_its_runs_trained_alone(tmp_path):
 
 
 @needs_data
-def test_a_run_alone_matches_the_naive_loop(tmp_path):
-    """Every kind, trained by the trainer, against tests/naive.py (PartialLocalEntropy, functional_call at the
-    shifted weights, pytorch-optimizer's SAM with its closure, torch.optim.SGD), in float64: every epoch's
-    metrics, temperatures and windows, and the final weights."""
+def test_bfloat16_group_matches_its_runs_alone_within_the_rounding_of_a_different_layout(tmp_path):
+    """Under bfloat16 autocast a group and its runs alone run the same code: a run whose computation has the same
+    layout in both is equal to the bit (measured: plain, PLEA {1,2}, SAM, noise). A run that smooths fewer layers
+    than the group does not: a layer another run perturbs (here layer 1) gives it per-point inputs from there on,
+    computed by other kernels (the products of zero perturbations are exact, the summation order of the next
+    layer's is not), and bfloat16 keeps 8 bits. Measured after 2 epochs: 4.8e-3 in test loss, one test image in
+    200. The naive loop (tests/naive.py) evaluates W + ΔW in one product where the trainer adds ΔW x to W x:
+    1.0e-2 in test loss (noise on layer 1), 2 images in 200. Bounded here at about twice what was measured."""
     from naive import naive_train
 
-    for config in fc_configs(tmp_path, probe_every=3):
-        train(config)
-        expected, weights = naive_train(config)
-        got = RunStore(config).metrics()
-        assert len(got) == len(expected)
-        for a, b in zip(expected, got):
-            for key in KEYS:
-                assert b[key] == pytest.approx(a[key], rel=1e-10, abs=1e-14), (config.kind, key)
-            assert [w["step"] for w in b["windows"]] == [w["step"] for w in a["windows"]]
-            for wa, wb in zip(a["windows"], b["windows"]):
-                for name, value in wa["temperature"].items():
-                    assert wb["temperature"][name] == pytest.approx(value, rel=1e-9), (config.kind, name)
-        final = torch.load(RunStore(config).dir / f"checkpoint-{config.epochs}.pt", weights_only=True)["model"]
-        for name, value in weights.items():
-            torch.testing.assert_close(final[name], value, rtol=1e-10, atol=1e-13)
+    pick = [0, 1, 2, 5, 6, 7]  # the 2-epoch runs
+    alone = [fc_configs(tmp_path / "alone", dtype="bfloat16")[i] for i in pick]
+    grouped = [fc_configs(tmp_path / "group", dtype="bfloat16")[i] for i in pick]
+    for c in alone:
+        train(c)
+    train_group(grouped)
+    exact = 0
+    for a, b in zip(alone, grouped):
+        expected = naive_train(a)[0] if a.kind in ("pla", "noise") else None
+        for i, (ra, rb) in enumerate(zip(RunStore(a).metrics(), RunStore(b).metrics())):
+            exact += all(ra[k] == rb[k] for k in KEYS)
+            for key in ("train_loss", "test_loss"):
+                assert abs(rb[key] - ra[key]) < 1e-2, (a.kind, a.layers, key)
+                assert expected is None or abs(expected[i][key] - ra[key]) < 2.5e-2, (a.kind, a.layers, key)
+            for key in ("train_accuracy", "test_accuracy"):
+                assert abs(rb[key] - ra[key]) <= 0.01, (a.kind, a.layers, key)
+                assert expected is None or abs(expected[i][key] - ra[key]) <= 0.015, (a.kind, a.layers, key)
+    assert exact >= 6  # of 12 epochs: the runs laid out alike are equal to the bit (measured: 8)
 
 
 class Killed(Exception):
@@ -309,6 +334,9 @@ def test_packing_groups_only_what_can_share_a_program_within_the_memory_budget()
         assert sum(run_bytes(c) for c in g) <= 4 * each or len(g) == 1
     assert [len(g) for g in pack(radii, budget=100 * each, parts=2)] == [3, 3]  # spread over two workers
     assert [len(g) for g in pack(radii, budget=1)] == [1] * 6  # nothing fits: every run alone
+    sam = [Config(**{**base.__dict__, "kind": "sam", "layers": (), "seed": s}) for s in (0, 1)]  # as baselines
+    noise = [Config(**{**base.__dict__, "kind": "noise", "seed": s}) for s in (0, 1)]
+    assert sorted(len(g) for g in pack(sam + noise + radii[:1], budget=100 * each)) == [1, 2, 2]
     # the estimate grows with what a run holds: points, smoothed weights, batch, precision
     assert run_bytes(Config(**{**base.__dict__, "samples": 8})) > each
     assert run_bytes(Config(**{**base.__dict__, "layers": (1, 2)})) > each

@@ -53,6 +53,21 @@ def tiny(tmp_path) -> Path:
     return path
 
 
+def test_every_shipped_spec_packs_and_baselines_groups_sam_and_noise():
+    """Packing reads every run's layers (a SAM run smooths none): every budget of every spec packs, and the
+    baselines' SAM and noise runs train in groups of their own kind."""
+    from pleat.reproduce.packing import pack
+
+    for name in available():
+        spec = load_spec(name)
+        for budget in spec.budgets:
+            groups = pack([r.config for r in expand(spec, budget, out_dir="/nonexistent")], budget=10**12)
+            assert sum(len(g) for g in groups) == len(expand(spec, budget))
+    groups = pack([r.config for r in expand(load_spec("baselines"), "quick")], budget=10**12)
+    kinds = {g[0].kind: len(g) for g in groups if len({c.kind for c in g}) == 1}
+    assert kinds["sam"] > 1 and kinds["noise"] > 1
+
+
 def test_shipped_specs_expand_to_exactly_their_grids():
     assert available() == [
         "baselines",

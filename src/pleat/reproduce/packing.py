@@ -49,7 +49,7 @@ def run_bytes(config: Config) -> int:
         for h in hooks:
             h.remove()
         parameters = sum(p.numel() for p in model.parameters())
-        smoothed = 0 if effective_kind(config) == "none" else sum(s.numel for s in select(model, list(config.layers)))
+        smoothed = 0 if points(config) is None else sum(s.numel for s in select(model, list(config.layers)))
     size = 8 if config.dtype == "float64" else 4
     point_count = points(config) or 1
     activations = ACTIVATION_COPIES * config.batch_size * point_count * per_example
