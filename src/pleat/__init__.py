@@ -3,6 +3,7 @@
 from pleat.flatness import FlatnessProfile, flatness_profile, hutchinson_traces
 from pleat.kernels import Box, Gaussian, Kernel, soft_box_distance
 from pleat.objective import Last, PartialLocalEntropy, aggregate
+from pleat.radii import Relative, relative
 from pleat.regimes import Regimes, regimes
 from pleat.select import select, weight_layers
 from pleat.temperature import LayerTemperature
@@ -18,10 +19,12 @@ __all__ = [
     "LayerTemperature",
     "PartialLocalEntropy",
     "Regimes",
+    "Relative",
     "aggregate",
     "flatness_profile",
     "hutchinson_traces",
     "regimes",
+    "relative",
     "select",
     "soft_box_distance",
     "weight_layers",

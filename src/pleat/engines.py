@@ -97,14 +97,16 @@ class Draws:
 
     def __init__(
         self,
-        fill: Callable[[Tensor, torch.Generator], Tensor],
+        fill: Callable[[Tensor, torch.Generator], Tensor] | dict[str, Callable[[Tensor, torch.Generator], Tensor]],
         params: dict[str, Tensor],
         names: list[str],
         samples: int,
         generator: torch.Generator,
         antithetic: bool = False,
     ):
-        self.fill, self.params, self.names = fill, params, names
+        # one fill for every parameter, or a fill per name (a kernel per layer)
+        self.fills = dict(fill) if isinstance(fill, dict) else dict.fromkeys(names, fill)
+        self.params, self.names = params, names
         self.samples, self.generator, self.antithetic = samples, generator, antithetic
         self.first_state = generator.get_state()
         self.starts: list[Tensor] = []  # the generator state before each draw
@@ -134,7 +136,7 @@ class Draws:
             g = torch.Generator(self.generator.device)
             g.set_state(self.starts[k])
         for n in self.names:
-            self.fill(out[n], g)
+            self.fills[n](out[n], g)
 
     def point(self, a: int) -> dict[str, Tensor]:
         """Point a's perturbations, in fresh tensors."""

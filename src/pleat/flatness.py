@@ -172,9 +172,7 @@ def flatness_profile(
                     predicted = None
                     if trace:
                         predicted = (
-                            obj.kernel.variance
-                            / 2
-                            * sum(trace[s.module_name][0] for s in chosen if s.module_name in trace)
+                            obj.variance() / 2 * sum(trace[s.module_name][0] for s in chosen if s.module_name in trace)
                         )
                     rows.append(FlatnessRow(name, radius, rise, se, predicted))
     finally:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pleat import engines
+from pleat import engines, radii
 from pleat._compat import tree_map
 from pleat.kernels import Box, Kernel
 from pleat.select import LayerSpec, describe, select
@@ -81,7 +81,10 @@ class PartialLocalEntropy:
         layers: the smoothed subset U: 1-based weight-layer index (Linear/Conv in registration order), module
             name, glob pattern over module names, module type, callable `(name, module) -> bool`, a list of these,
             or "all" (every weight layer: the isotropic case).
-        radius: R, half-side of the smoothing hypercube, per weight (required for the box kernels).
+        radius: R, half-side of the smoothing hypercube, per weight (required for the box kernels). One number for
+            every smoothed weight (the paper), or per layer: a mapping from layer spec to R
+            (`{"fc1": 0.005, "fc2": 0.02}`, each smoothed weight under exactly one key), a callable of the
+            `Selected` parameter, or `pleat.relative(rho)`: R_l = rho x RMS(W_l), re-read at every call.
         samples: y, extra points besides the centre.
         kind: "pla" (partial local average, eq 19/23) or "plea" (partial local entropy, eq 14/22).
         sharpness: k, steepness of the soft box (eq 5); inf is the hard box of the paper's experiments.
@@ -104,7 +107,7 @@ class PartialLocalEntropy:
         loss_fn: Callable[..., Tensor] | None,
         *,
         layers: LayerSpec | Iterable[LayerSpec] | None,
-        radius: float | None = None,
+        radius: radii.Radius | None = None,
         samples: int = 4,
         kind: str = "pla",
         sharpness: float = math.inf,
@@ -126,7 +129,8 @@ class PartialLocalEntropy:
                     "radius is required: the half-side R of the hypercube per weight (the paper uses "
                     "0.01), or pass kernel=pleat.Gaussian(gamma=...)"
                 )
-            kernel = Box(radius, sharpness)
+            if not radii.per_layer(radius):
+                kernel = Box(radius, sharpness)  # type: ignore[arg-type]
         elif radius is not None or not math.isinf(sharpness):
             raise ValueError("give either kernel= or radius=/sharpness=, not both")
         elif not isinstance(kernel, Kernel):
@@ -151,7 +155,10 @@ class PartialLocalEntropy:
         self.model = model
         self.selected = select(module, layers, include_bias)
         self.target = engines.Target(model, module, "module." if module is not model else "", loss_fn, self.selected)
+        # one kernel for every smoothed weight, or None: a box per weight from `radius` (see `kernels`)
         self.kernel, self.samples, self.kind, self.beta = kernel, samples, kind, float(beta)
+        self.radius, self.sharpness, self.include_bias = radius, sharpness, include_bias
+        self._boxes = None if kernel is not None else self._resolve_boxes()  # checks the radii now
         self.antithetic, self.engine = antithetic, engine
         self.generator = generator
         if generator is None:
@@ -171,7 +178,7 @@ class PartialLocalEntropy:
         layers = ", ".join(s.name for s in self.selected)
         return (
             f"PartialLocalEntropy(kind={self.kind!r}, layers=[{layers}], samples={self.samples}, "
-            f"kernel={self.kernel!r}, engine={self.engine!r}{extra})"
+            f"{self._kernel_text()}, engine={self.engine!r}{extra})"
         )
 
     def state_dict(self) -> dict:
@@ -188,12 +195,40 @@ class PartialLocalEntropy:
 
     def describe(self) -> str:
         """The resolved subset U: parameter names, shapes and counts, and how points are drawn."""
-        if self.samples == 0 or self.kernel.variance == 0:
+        if self.samples == 0 or self.variance() == 0:
             why = "samples = 0" if self.samples == 0 else "radius = 0"
             head = f"the plain loss: {why}, no point is perturbed"
         else:
-            head = f"{self.kind} over {self.samples} points + centre, kernel {self.kernel}"
+            head = f"{self.kind} over {self.samples} points + centre, {self._kernel_text()}"
         return head + "\n" + describe(self.selected)
+
+    def _resolve_boxes(self) -> dict[str, Box]:
+        r = radii.resolve(self.radius, self.target.module, self.selected, self.include_bias)  # type: ignore[arg-type]
+        return {name: Box(value, self.sharpness) for name, value in r.items()}
+
+    def kernels(self) -> dict[str, Kernel]:
+        """Each smoothed parameter's kernel: the common one, or its box (relative radii: from the weights now)."""
+        if self.kernel is not None:
+            return dict.fromkeys((s.name for s in self.selected), self.kernel)
+        if isinstance(self.radius, radii.Relative):
+            self._boxes = self._resolve_boxes()
+        assert self._boxes is not None
+        return dict(self._boxes)
+
+    def variance(self) -> float:
+        """The per-coordinate variance of the draws, averaged over the smoothed weights (one kernel: its own).
+        With per-layer radii the curvature estimate divides by it: it estimates Σ_l (v_l / v) tr(H_ll)."""
+        kernels = self.kernels()
+        total = sum(s.numel for s in self.selected)
+        return sum(kernels[s.name].variance * s.numel for s in self.selected) / total
+
+    def _kernel_text(self) -> str:
+        if self.kernel is not None:
+            return f"kernel={self.kernel!r}"
+        if isinstance(self.radius, radii.Relative):
+            return f"radius=relative({self.radius.rho:g}), sharpness={self.sharpness}"
+        assert self._boxes is not None
+        return "radius={" + ", ".join(f"{n}: {b.radius:g}" for n, b in self._boxes.items()) + "}"
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if self.generator is None:
@@ -206,7 +241,8 @@ class PartialLocalEntropy:
         return self.generator
 
     def _weigh(self, delta: dict[str, Tensor]) -> Tensor:
-        return torch.stack([self.kernel.log_weight(d) for d in delta.values()]).sum()
+        kernels = self.kernels()
+        return torch.stack([kernels[n].log_weight(d) for n, d in delta.items()]).sum()
 
     def _choose_engine(self, params: dict[str, Tensor]) -> str:
         if self.engine != "auto":
@@ -249,12 +285,13 @@ class PartialLocalEntropy:
         return loss
 
     def _evaluate(self, params, g, args, kwargs, targets):
-        if self.samples == 0 or self.kernel.variance == 0:  # no perturbation: exactly the plain loss
+        if self.samples == 0 or self.variance() == 0:  # no perturbation: exactly the plain loss
             out = self.model(*args, **kwargs)
             loss = engines.scalar_loss(self.target.loss_fn, out, targets)
             return loss, loss.unsqueeze(0), torch.zeros(1, dtype=loss.dtype, device=loss.device), out
         names = [s.name for s in self.selected]
-        draws = engines.Draws(self.kernel.sample_, params, names, self.samples, g, self.antithetic)
+        fills = {n: k.sample_ for n, k in self.kernels().items()}
+        draws = engines.Draws(fills, params, names, self.samples, g, self.antithetic)
         engine = self._choose_engine(params)
         if engine == "vectorised":
             try:
@@ -273,16 +310,17 @@ class PartialLocalEntropy:
         if engine == "sequential":
             losses, out = engines.sequential(self.target, draws, args, kwargs, targets)
         log_weights = torch.zeros_like(losses)  # log-kernel per point: 0 for the centre and for flat kernels
-        if not self.kernel.flat:
+        if not all(k.flat for k in self.kernels().values()):
             log_weights[1:] = torch.stack([self._weigh(draws.point(a)) for a in range(1, self.samples + 1)])
         return aggregate(self.kind, losses, log_weights, self.beta), losses, log_weights, out
 
     def _summarise(self, loss: Tensor, losses: Tensor, log_weights: Tensor, out, reduced: bool) -> Last:
         losses = losses.detach()
         curvature = curvature_se = None
-        if losses.shape[0] > 1 and self.kernel.variance > 0 and not reduced:
+        variance = self.variance()
+        if losses.shape[0] > 1 and variance > 0 and not reduced:
             rise = losses[1:] - losses[0]
-            scale = self.kernel.variance / 2  # E[ΔWᵀ H ΔW]/2 = (variance/2) tr(H_UU)
+            scale = variance / 2  # E[ΔWᵀ H ΔW]/2 = (variance/2) tr(H_UU)
             curvature = rise.mean() / scale
             units = rise.view(-1, 2).mean(1) if self.antithetic else rise  # a pair's two points are not independent
             n = units.shape[0]

@@ -1,0 +1,172 @@
+"""Per-layer radii: a mapping, a callable, relative to the weights' scale; against a naive loop in float64."""
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pleat
+from pleat.kernels import Box
+from pleat.models import fc
+
+
+def case(seed=0):
+    torch.manual_seed(seed)
+    model = fc(2).double()
+    x = torch.randn(16, 1, 28, 28, dtype=torch.float64)
+    t = torch.randint(0, 10, (16,))
+    return model, x, t
+
+
+def naive(model, x, t, boxes: dict, samples: int, kind: str, generator: torch.Generator):
+    """The sampled loss by hand: point by point, each weight drawn from its own box, in selection order."""
+    params = dict(model.named_parameters())
+    losses = [F.cross_entropy(model(x), t)]
+    for _ in range(samples):
+        shifted = dict(params)
+        for name, box in boxes.items():
+            with torch.no_grad():
+                delta = box.sample_(torch.empty_like(params[name]), generator)
+            shifted[name] = params[name] + delta
+        losses.append(F.cross_entropy(torch.func.functional_call(model, shifted, (x,)), t))
+    stacked = torch.stack(losses)
+    return pleat.aggregate(kind, stacked, torch.zeros_like(stacked))
+
+
+@pytest.mark.parametrize("engine", ["vectorised", "sequential"])
+@pytest.mark.parametrize("kind, sharpness", [("pla", math.inf), ("plea", math.inf), ("pla", 400.0)])
+def test_a_radius_per_layer_is_the_naive_loop_with_a_box_per_layer(engine, kind, sharpness):
+    model, x, t = case()
+    radius = {"fc1": 0.005, "fc2": 0.02}
+    obj = pleat.PartialLocalEntropy(
+        model,
+        F.cross_entropy,
+        layers=[1, 2],
+        radius=radius,
+        sharpness=sharpness,
+        samples=3,
+        kind=kind,
+        engine=engine,
+        generator=torch.Generator().manual_seed(1),
+    )
+    loss = obj(x, t)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    boxes = {"fc1.weight": Box(0.005, sharpness), "fc2.weight": Box(0.02, sharpness)}
+    expected = naive(model, x, t, boxes, 3, kind, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-14)
+    for g, e in zip(grads, torch.autograd.grad(expected, list(model.parameters()))):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-13)
+    assert {n: k.radius for n, k in obj.kernels().items()} == {"fc1.weight": 0.005, "fc2.weight": 0.02}
+    assert "fc1.weight: 0.005" in repr(obj) and "fc2.weight: 0.02" in obj.describe()
+    # a callable of the selected parameter gives the same radii, and so the same loss from the same generator
+    by_callable = pleat.PartialLocalEntropy(
+        model,
+        F.cross_entropy,
+        layers=[1, 2],
+        radius=lambda s: radius[s.module_name],
+        sharpness=sharpness,
+        samples=3,
+        kind=kind,
+        engine=engine,
+        generator=torch.Generator().manual_seed(1),
+    )
+    torch.testing.assert_close(by_callable(x, t), loss, rtol=0, atol=0)
+
+
+def rescaled(model: nn.Module, c: float) -> nn.Module:
+    """The same function: layer 1 (weight and bias) times c, layer 2's weight divided by c (ReLU is 1-homogeneous)."""
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.fc1.weight.mul_(c)
+        other.fc1.bias.mul_(c)
+        other.fc2.weight.div_(c)
+    return other
+
+
+def test_relative_radii_do_not_see_a_rescaling_of_the_layers_and_absolute_ones_do():
+    model, x, t = case()
+    other = rescaled(model, 3.0)
+    torch.testing.assert_close(other(x), model(x), rtol=1e-12, atol=1e-12)
+
+    def per_point(m, radius):
+        obj = pleat.PartialLocalEntropy(
+            m, F.cross_entropy, layers=[1, 2], radius=radius, samples=4, generator=torch.Generator().manual_seed(2)
+        )
+        loss = obj(x, t)
+        return loss, obj.last.losses, obj
+
+    loss, losses, obj = per_point(model, pleat.relative(0.05))
+    loss_b, losses_b, obj_b = per_point(other, pleat.relative(0.05))
+    torch.testing.assert_close(losses_b, losses, rtol=1e-10, atol=1e-12)  # every point, not only the mean
+    rms = model.fc1.weight.detach().square().mean().sqrt().item()
+    assert obj.kernels()["fc1.weight"].radius == pytest.approx(0.05 * rms, rel=1e-12)
+    assert obj_b.kernels()["fc1.weight"].radius == pytest.approx(3 * 0.05 * rms, rel=1e-12)
+    _, absolute, _ = per_point(model, 0.01)
+    _, absolute_b, _ = per_point(other, 0.01)
+    assert (absolute_b[1:] - absolute[1:]).abs().max() > 1e-4  # an absolute R smooths the two nets differently
+    # re-read at every call: scaling the weights in place scales the boxes
+    with torch.no_grad():
+        model.fc2.weight.mul_(2)
+    assert obj.kernels()["fc2.weight"].radius == pytest.approx(
+        0.05 * model.fc2.weight.detach().square().mean().sqrt().item(), rel=1e-12
+    )
+
+
+def test_the_curvature_estimate_with_radii_per_layer_is_the_variance_weighted_trace():
+    """A quadratic L = Σ_l c_l |W_l|² / 2 has tr(H_ll) = c_l n_l; with variances v_l the mean rise is
+    Σ_l v_l c_l n_l / 2 and the estimate Σ_l (v_l / v) c_l n_l, v the mean variance over the smoothed weights."""
+
+    class Quadratic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(30, 20, bias=False).double()
+            self.b = nn.Linear(20, 10, bias=False).double()
+
+        def forward(self, x):
+            return self.a.weight, self.b.weight
+
+    c = {"a": 2.0, "b": 5.0}
+
+    def loss_fn(out, _):
+        return (c["a"] * out[0].square().sum() + c["b"] * out[1].square().sum()) / 2
+
+    model = Quadratic()
+    radius = {"a": 0.01, "b": 0.03}
+    obj = pleat.PartialLocalEntropy(
+        model,
+        loss_fn,
+        layers=["a", "b"],
+        radius=radius,
+        samples=8,
+        engine="sequential",
+        generator=torch.Generator().manual_seed(0),
+    )
+    v = {n: r**2 / 3 for n, r in radius.items()}
+    size = {"a": 600, "b": 200}
+    mean_v = sum(v[n] * size[n] for n in v) / sum(size.values())
+    assert obj.variance() == pytest.approx(mean_v, rel=1e-8)
+    expected = sum(v[n] / mean_v * c[n] * size[n] for n in v)
+    estimates = []
+    for _ in range(200):
+        obj(torch.zeros(1), None)
+        estimates.append(float(obj.last.curvature))
+    mean = sum(estimates) / len(estimates)
+    se = (sum((e - mean) ** 2 for e in estimates) / (len(estimates) - 1) / len(estimates)) ** 0.5
+    assert abs(mean - expected) < 4 * se, (mean, expected, se)
+
+
+def test_radius_mappings_must_cover_every_smoothed_weight_once():
+    model, _, _ = case()
+    with pytest.raises(ValueError, match="no R for fc2.weight"):
+        pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1, 2], radius={"fc1": 0.01})
+    with pytest.raises(ValueError, match="falls under two entries"):
+        pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1], radius={"fc1": 0.01, 1: 0.02})
+    with pytest.raises(ValueError, match="radius of fc1.weight must be a finite number >= 0"):
+        pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1], radius={"fc1": -0.01})
+    with pytest.raises(ValueError, match="rho must be"):
+        pleat.relative(-1)
+    zero = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1, 2], radius={"fc1": 0.0, "fc2": 0.0})
+    assert "the plain loss" in zero.describe()
