@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pleat import lifecycle as life
+from pleat import radii
 from pleat.config import Config
 from pleat.kernels import Gaussian
 from pleat.objective import PartialLocalEntropy
@@ -32,7 +33,7 @@ def naive_train(config: Config) -> tuple[list[dict], dict]:
             model,
             F.cross_entropy,
             layers=list(config.layers),
-            radius=config.radius,
+            radius=radii.from_config(config.radius),
             samples=config.samples,
             kind=config.kind,
             sharpness=config.sharpness,
@@ -44,13 +45,14 @@ def naive_train(config: Config) -> tuple[list[dict], dict]:
         if smoothing:
             loss = objective(x, y)
             return loss, objective.last.centre_loss, objective.last.output
-        if config.kind == "noise" and config.radius > 0:
+        if config.kind == "noise" and not radii.is_zero(radii.from_config(config.radius)):
             params = dict(model.named_parameters())
-            kernel = Gaussian(gamma=3 / config.radius**2)
+            selected = select(model, list(config.layers))
+            r = radii.resolve(radii.from_config(config.radius), model, selected)
             shifted = dict(params)
-            for s in select(model, list(config.layers)):
+            for s in selected:
                 with torch.no_grad():
-                    shift = kernel.sample_(torch.empty_like(params[s.name]), noise)
+                    shift = Gaussian(gamma=3 / r[s.name] ** 2).sample_(torch.empty_like(params[s.name]), noise)
                 shifted[s.name] = params[s.name] + shift
             out = torch.func.functional_call(model, shifted, (x,))
             loss = F.cross_entropy(out, y)

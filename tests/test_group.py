@@ -158,6 +158,30 @@ def test_group_matches_its_runs_trained_alone_and_the_naive_loop(tmp_path):
 
 
 @needs_data
+def test_radii_per_layer_train_alone_as_the_naive_loop_and_alike_in_a_group(tmp_path):
+    """A table of radii (PLA on {1,2}), relative radii (PLEA on {2}; noise on {1}) and one number side by side,
+    float64: each run alone has the naive loop's numbers, and the same in a group."""
+    from naive import naive_train
+
+    runs = [
+        dict(kind="pla", layers=[1, 2], radius={"fc1": 0.02, "fc2": 0.05}),
+        dict(kind="plea", layers=[2], radius="relative:0.5", seed=1),
+        dict(kind="noise", layers=[1], radius="relative:0.5", seed=2),
+        dict(kind="pla", layers=[1, 2], radius=0.02, seed=3),
+    ]
+    alone = [Config.from_dict({**c.to_dict(), **r}) for c, r in zip(fc_configs(tmp_path / "alone"), runs)]
+    grouped = [Config.from_dict({**c.to_dict(), **r}) for c, r in zip(fc_configs(tmp_path / "group"), runs)]
+    for c in alone:
+        train(c)
+        expected, _ = naive_train(c)
+        for a, b in zip(expected, RunStore(c).metrics()):
+            for key in KEYS:
+                assert b[key] == pytest.approx(a[key], rel=1e-10, abs=1e-14), (c.kind, c.radius, key)
+    train_group(grouped)
+    assert_same_runs(alone, grouped)
+
+
+@needs_data
 def test_bfloat16_group_matches_its_runs_alone_within_the_rounding_of_a_different_layout(tmp_path):
     """Under bfloat16 autocast a group and its runs alone run the same code: a run whose computation has the same
     layout in both is equal to the bit (measured: plain, PLEA {1,2}, SAM, noise). A run that smooths fewer layers

@@ -430,3 +430,23 @@ def test_tf32_on_a_cpu_is_float32_and_is_recorded(tmp_path):
     )
     env = json.loads((Path(tf32["run"]) / "environment.json").read_text())
     assert env["precision"] == "float32 weights, TF32 matmuls and convolutions on CUDA"
+
+
+def test_radius_per_layer_in_the_config_and_on_the_command_line():
+    from pleat.config import shown
+
+    table = load(None, parse_set(["radius={fc1 = 0.005, 2 = 0.02}", "layers=[1, 2]"]))
+    assert table.radius == (("fc1", 0.005), (2, 0.02))  # a layer index comes back as an int
+    assert Config.from_dict(json.loads(json.dumps(table.to_dict()))) == table  # as config.json stores it
+    assert table.key() != Config(layers=(1, 2)).key() and Config().key() == "497b5697780ef776"
+    assert shown(table.radius) == "{fc1 = 0.005, 2 = 0.02}"
+    relative = load(None, parse_set(["radius=relative:0.1"]))
+    assert relative.radius == "relative:0.1" and relative.key() != Config().key()
+    for bad, message in (
+        (["radius=relative:x"], "relative:RHO"),
+        (["radius={fc1 = -1}"], "'fc1' must be a finite number"),
+        (["radius={fc1 = 0.1}", "kind=sam"], "'sam' takes one number"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            load(None, parse_set(bad))
+    assert main(["train", "--radius", "relative:0", "--progress", "false"]) == 2  # smooths nothing: refused

@@ -12,7 +12,7 @@ from pleat.config import Config, help_texts, load, parse_set, shown
 
 def _train(args) -> int:
     from pleat.store import RunStore
-    from pleat.train import train
+    from pleat.train import effective_kind, train
 
     overrides = parse_set(args.set or [])
     for f in dataclasses.fields(Config):
@@ -22,10 +22,11 @@ def _train(args) -> int:
                 raise ValueError(f"config key {f.name!r} is given twice, by --set and by --{f.name.replace('_', '-')}")
             overrides.update(parse_set([f"{f.name}={value}"]))
     config = load(args.config, overrides)  # every check happens here, before any work
-    if config.kind in ("pla", "plea") and (config.samples == 0 or config.radius == 0):
+    if config.kind in ("pla", "plea") and effective_kind(config) == "none":
         raise ValueError(
-            f"kind {config.kind!r} with samples = {config.samples} and radius = {config.radius:g} smooths nothing: it "
-            "would train plain SGD under another name; use --kind none for plain SGD, or samples > 0 and radius > 0"
+            f"kind {config.kind!r} with samples = {config.samples} and radius = {shown(config.radius)} smooths "
+            "nothing: it would train plain SGD under another name; use --kind none for plain SGD, or samples > 0 and "
+            "radius > 0"
         )
     store = RunStore(config)
     if store.finished:

@@ -50,7 +50,9 @@ class Config:
     # W + ΔW, ΔW Gaussian on `layers` with the box's per-weight variance R²/3)
     kind: str = "pla"
     layers: tuple = (2,)  # smoothed layers, as in PartialLocalEntropy: 1-based indices or module names
-    radius: float = 0.01  # R: half-side of the hypercube, per weight (sam: ρ, the L2 norm of the ascent step)
+    # R: half-side of the hypercube, per weight (sam: ρ, the L2 norm of the ascent step); per layer (pla, plea,
+    # noise): a table of layer to R, {fc1 = 0.005, fc2 = 0.02}, or "relative:RHO" (R_l = RHO x RMS(W_l))
+    radius: float = 0.01
     samples: int = 4  # y: extra points besides the centre
     sharpness: float = math.inf  # k: soft-box sharpness; inf is the hard box
     lr: float = 1e-4  # SGD learning rate
@@ -83,6 +85,8 @@ class Config:
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
+        if isinstance(self.radius, dict):  # stored as pairs, so that a config stays hashable
+            object.__setattr__(self, "radius", tuple(self.radius.items()))
         self.validate()
 
     def validate(self) -> None:
@@ -104,8 +108,19 @@ class Config:
         ):
             if getattr(self, key) not in options:
                 bad(key, f"must be one of {', '.join(options)}")
-        if not math.isfinite(self.radius) or self.radius < 0:
+        if isinstance(self.radius, str):
+            if relative_rho(self.radius) is None:
+                bad("radius", "a string must read relative:RHO, RHO a finite number >= 0")
+        elif isinstance(self.radius, tuple):
+            for layer, r in self.radius:
+                if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
+                    bad("radius", f"the radius of {layer!r} must be a finite number >= 0")
+            if not self.radius:
+                bad("radius", "a table of radii must name at least one layer")
+        elif not math.isfinite(self.radius) or self.radius < 0:
             bad("radius", "must be a finite number >= 0")
+        if self.kind == "sam" and not isinstance(self.radius, float):
+            bad("radius", "kind 'sam' takes one number, ρ")
         if not self.sharpness > 0:
             bad("sharpness", "must be > 0 (inf for the hard box)")
         for key in ("samples", "train_subset", "test_subset", "seed", "probe_every"):
@@ -147,6 +162,8 @@ class Config:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["layers"] = list(self.layers)
+        if isinstance(self.radius, tuple):
+            out["radius"] = {str(layer): r for layer, r in self.radius}  # TOML and JSON keys are strings
         out["sharpness"] = "inf" if math.isinf(self.sharpness) else self.sharpness
         return out
 
@@ -184,6 +201,8 @@ def help_texts() -> dict[str, str]:
 
 def shown(value) -> str:
     """A config value as it is written in TOML and on the command line: layers as [2], not (2,)."""
+    if isinstance(value, tuple) and value and isinstance(value[0], tuple):  # a table of radii
+        return "{" + ", ".join(f"{k} = {r:g}" for k, r in value) + "}"
     if isinstance(value, tuple):
         return json.dumps(list(value))
     if isinstance(value, float) and math.isinf(value):
@@ -191,8 +210,26 @@ def shown(value) -> str:
     return json.dumps(value) if isinstance(value, (bool, str)) else str(value)
 
 
+def relative_rho(radius) -> float | None:
+    """RHO of a radius "relative:RHO", or None when `radius` is not one."""
+    if not isinstance(radius, str) or not radius.startswith("relative:"):
+        return None
+    try:
+        rho = float(radius.removeprefix("relative:"))
+    except ValueError:
+        return None
+    return rho if math.isfinite(rho) and rho >= 0 else None
+
+
 def _coerce(key: str, value, default):
-    """Check `value` against the type of `default`; ints are accepted for floats, 'inf' for sharpness."""
+    """Check `value` against the type of `default`; ints are accepted for floats, 'inf' for sharpness; a radius may
+    also be a table of layer to R (layer indices come back as ints) or a string."""
+    if key == "radius" and isinstance(value, str) and value.startswith("relative:"):
+        return value
+    if key == "radius" and isinstance(value, dict):
+        return tuple(
+            (int(k) if isinstance(k, str) and k.isdigit() else k, _coerce(key, v, default)) for k, v in value.items()
+        )
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from pleat.config import relative_rho
 from pleat.select import LayerSpec, Selected, select
 
 
@@ -73,3 +74,22 @@ def resolve(
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
             raise ValueError(f"radius of {name} must be a finite number >= 0, got {r!r}")
     return {name: float(r) for name, r in radii.items()}
+
+
+def from_config(radius) -> Radius:
+    """A config's radius (a number, "relative:RHO", or pairs of layer and R) in the form `resolve` takes."""
+    if isinstance(radius, str):
+        rho = relative_rho(radius)
+        if rho is None:
+            raise ValueError(f"radius {radius!r}: a string must read relative:RHO")
+        return Relative(rho)
+    return dict(radius) if isinstance(radius, tuple) else radius
+
+
+def is_zero(radius: Radius) -> bool:
+    """True when every R is 0 (nothing is perturbed); a callable is never known to be."""
+    if isinstance(radius, Relative):
+        return radius.rho == 0
+    if isinstance(radius, Mapping):
+        return all(r == 0 for r in radius.values())
+    return not callable(radius) and radius == 0

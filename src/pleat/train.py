@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from pleat import data as datasets
 from pleat import lifecycle as life
+from pleat import radii
 from pleat.config import Config
 from pleat.engines import Draws
 from pleat.kernels import Box, Gaussian
@@ -96,9 +97,10 @@ def group_key(config: Config) -> tuple:
 
 def effective_kind(config: Config) -> str:
     """The kind, or none for pla, plea and noise runs that perturb nothing (samples = 0 or radius = 0)."""
-    if config.kind in ("pla", "plea") and (config.samples == 0 or config.radius == 0):
+    nothing = radii.is_zero(radii.from_config(config.radius))
+    if config.kind in ("pla", "plea") and (config.samples == 0 or nothing):
         return "none"
-    return "none" if config.kind == "noise" and config.radius == 0 else config.kind
+    return "none" if config.kind == "noise" and nothing else config.kind
 
 
 def draws(config: Config) -> int:
@@ -126,13 +128,21 @@ class Member:
     writer: object = None  # a TensorBoard SummaryWriter, with tensorboard = true
 
     def __post_init__(self):
-        kind, radius = effective_kind(self.config), self.config.radius
+        kind = effective_kind(self.config)
         self.draws = draws(self.config)
-        self.smoothed = [s.name for s in select(self.model, list(self.config.layers))] if self.draws else []
-        # noise: variance R²/3, as the box's
+        self.selected = select(self.model, list(self.config.layers)) if self.draws else []
+        self.smoothed = [s.name for s in self.selected]
         self.shifted = kind == "noise"  # its loss, and what it reports, is that of its one shifted point
-        self.kernel = Gaussian(gamma=3 / radius**2) if self.shifted else Box(radius, self.config.sharpness)
         self.sam = kind == "sam"
+        self.radius = radii.from_config(self.config.radius)
+
+    def fills(self) -> dict:
+        """How each smoothed weight is drawn: its box, or for noise a Gaussian of the box's variance R²/3 (relative
+        radii: from the run's weights now)."""
+        r = radii.resolve(self.radius, self.model, self.selected)
+        if self.shifted:
+            return {n: (Gaussian(gamma=3 / v**2) if v > 0 else Box(0.0)).sample_ for n, v in r.items()}
+        return {n: Box(v, self.config.sharpness).sample_ for n, v in r.items()}
 
     @property
     def epoch(self) -> int:
@@ -238,7 +248,7 @@ class Group:
                 deltas[n] = self.params[n].new_zeros(shape)  # rows of runs that leave the weight alone stay zero
         for k, m in enumerate(self.members):
             if m.draws:
-                draw = Draws(m.kernel.sample_, {n: deltas[n][k, 0] for n in m.smoothed}, m.smoothed, m.draws, m.noise)
+                draw = Draws(m.fills(), {n: deltas[n][k, 0] for n in m.smoothed}, m.smoothed, m.draws, m.noise)
                 for a in range(1, m.draws + 1):
                     draw.draw_into(a, {n: deltas[n][k, a - 1] for n in m.smoothed})
         return deltas
