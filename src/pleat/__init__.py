@@ -5,6 +5,7 @@ from pleat.kernels import Box, Gaussian, Kernel, soft_box_distance
 from pleat.objective import Last, PartialLocalEntropy, aggregate
 from pleat.radii import Relative, relative
 from pleat.regimes import Regimes, regimes
+from pleat.scoping import scope
 from pleat.select import select, weight_layers
 from pleat.temperature import LayerTemperature
 
@@ -25,6 +26,7 @@ __all__ = [
     "hutchinson_traces",
     "regimes",
     "relative",
+    "scope",
     "select",
     "soft_box_distance",
     "weight_layers",
