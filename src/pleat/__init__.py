@@ -3,6 +3,7 @@
 from pleat.flatness import FlatnessProfile, flatness_profile, hutchinson_traces
 from pleat.kernels import Box, Gaussian, Kernel, soft_box_distance
 from pleat.objective import Last, PartialLocalEntropy, aggregate
+from pleat.profile import Profile, profile
 from pleat.radii import Relative, relative
 from pleat.regimes import Regimes, regimes
 from pleat.scoping import scope
@@ -19,11 +20,13 @@ __all__ = [
     "Last",
     "LayerTemperature",
     "PartialLocalEntropy",
+    "Profile",
     "Regimes",
     "Relative",
     "aggregate",
     "flatness_profile",
     "hutchinson_traces",
+    "profile",
     "regimes",
     "relative",
     "scope",

@@ -112,6 +112,48 @@ def _reproduce(args) -> int:
     return 1 if done["failed"] else 0
 
 
+def _profile(args) -> int:
+    """Profile a run's latest checkpoint (a run folder) or a config's initial weights (a TOML file, or none)."""
+    import json
+    from pathlib import Path
+
+    import torch.nn.functional as F
+
+    from pleat import lifecycle as life
+    from pleat.plots import plot_profile
+    from pleat.profile import profile
+    from pleat.store import RunStore
+
+    target = Path(args.target) if args.target else None
+    overrides = {"data_dir": args.data_dir} if args.data_dir else {}
+    if target is not None and target.is_dir():
+        if not (target / "config.json").exists():
+            raise FileNotFoundError(f"{target} holds no config.json: give a run folder (RUNS/<key>) or a TOML file")
+        values = json.loads((target / "config.json").read_text())
+        config = Config.from_dict({**values, **overrides, "out_dir": str(target.resolve().parent)})
+    else:
+        config = load(target, overrides)
+    device = life.resolve_device(config.device)
+    model = life.init_model(config, device)
+    what = "its initial weights"
+    if target is not None and target.is_dir():
+        state = RunStore(config).load_checkpoint(device)
+        if state is None:
+            raise FileNotFoundError(f"run {target} has no checkpoint yet: train it first (pleat train)")
+        model.load_state_dict(state["model"])
+        what = f"its checkpoint of epoch {state['epoch']}"
+    data = life.load_data(config, device)
+    order = life.epoch_order(config, len(data.x_train), 0)[: args.batches * config.batch_size].to(device)
+    batches = [(data.x_train[i], data.y_train[i]) for i in order.split(config.batch_size)]
+    print(f"{config.model} on {config.dataset}, {what}, {len(batches)} batches of {config.batch_size}")
+    result = profile(model, F.cross_entropy, batches, rise=args.rise)
+    print(result)
+    out = args.out or str((target if target is not None and target.is_dir() else Path(".")) / "profile.png")
+    plot_profile(result, out, title=f"{config.model} on {config.dataset}, {what}")
+    print(f"figure {out}")
+    return 0
+
+
 def _report(args) -> int:
     from pleat.reproduce import write_report
 
@@ -173,6 +215,15 @@ def main(argv: list[str] | None = None) -> int:
         "--out", help="the HTML file to write (default: report.html in the one folder given, else in this folder)"
     )
     report.set_defaults(run=_report)
+    prof = sub.add_parser("profile", help="per layer: temperature, flatness, Hessian trace, scoped radius; suggestions")
+    prof.add_argument(
+        "target", nargs="?", help="a run folder (its latest checkpoint) or a TOML config (initial weights)"
+    )
+    prof.add_argument("--batches", type=int, default=4, help="training batches to profile on (default 4)")
+    prof.add_argument("--rise", type=float, default=0.005, help="target loss rise of the scoped radii (default 0.005)")
+    prof.add_argument("--data-dir", help="the data root (default: the run's, else $PLEAT_DATA)")
+    prof.add_argument("--out", help="the figure (default: profile.png in the run folder, or here)")
+    prof.set_defaults(run=_profile)
     runs = sub.add_parser("runs", help="what ran in a run store: status, epochs, best and final accuracy")
     runs.add_argument("dir", nargs="?", default="runs")
     runs.set_defaults(run=_runs)

@@ -82,6 +82,15 @@ def draw_temperature(ax, history, regimes: Regimes | None = None, times=None) ->
 def plot_flatness(profile: FlatnessProfile, path: str | Path | None = None, title: str = "Flatness per layer"):
     """Loss rise against radius for each layer subset (log axes), with standard errors and the R²/6·tr H line."""
     fig, ax = new_figure((6, 4.5))
+    draw_flatness(ax, profile)
+    ax.set_title(title + " (dashed: (R²/6) tr H from Hutchinson)")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path)
+    return fig
+
+
+def draw_flatness(ax, profile: FlatnessProfile) -> None:
     subsets = list(dict.fromkeys(r.subset for r in profile.rows))
     for k, subset in enumerate(subsets):
         rows = [r for r in profile.rows if r.subset == subset]
@@ -104,8 +113,30 @@ def plot_flatness(profile: FlatnessProfile, path: str | Path | None = None, titl
         ax.set_yscale("symlog", linthresh=max(1e-8, min(abs(r.rise) for r in profile.rows if r.rise) / 10))
     ax.set_xlabel("radius R")
     ax.set_ylabel("mean loss rise")
-    ax.set_title(title + " (dashed: (R²/6) tr H from Hutchinson)")
     ax.legend(fontsize=8)
+
+
+def plot_profile(profile, path: str | Path | None = None, title: str = "Profile per layer"):
+    """A `pleat.profile` result: temperature and noise, Hessian trace per weight (the scoped radius on each bar),
+    and the flatness curves, one colour per layer."""
+    fig, axes = new_figure((15, 4.5), panels=3)
+    names = [layer.name for layer in profile.layers]
+    at = list(range(len(names)))
+    axes[0].bar([x - 0.2 for x in at], [layer.signal for layer in profile.layers], 0.4, label="signal")
+    axes[0].bar([x + 0.2 for x in at], [layer.noise for layer in profile.layers], 0.4, label="noise")
+    axes[0].set_ylabel("layer temperature")
+    axes[0].legend(fontsize=8)
+    bars = axes[1].bar(at, [max(layer.trace_per_weight, 1e-30) for layer in profile.layers], color="C2")
+    for bar, layer in zip(bars, profile.layers):
+        text = "R -" if layer.radius is None else f"R {layer.radius:.2g}"
+        axes[1].annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", fontsize=7)
+    axes[1].set_ylabel(f"tr H / weights (R: rise {profile.rise:g})")
+    for ax in axes[:2]:
+        ax.set_xticks(at, names, rotation=45, ha="right", fontsize=7)
+        ax.set_yscale("log")
+    draw_flatness(axes[2], profile.flatness)
+    axes[2].set_title("loss rise against R")
+    fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path)

@@ -43,5 +43,10 @@ def scope(
                 f"scope: layer {name} has a Hessian trace of {trace:.3g} ± {se:.2g} at these weights: a box there "
                 "does not raise the loss to second order; scope at other weights or leave the layer out"
             )
-        radii[name] = math.sqrt(6 * rise / trace)
+        radii[name] = box_radius(trace, rise)
     return radii
+
+
+def box_radius(trace: float, rise: float) -> float:
+    """The half-side R of the hard box on a layer of Hessian trace `trace` (> 0) whose expected rise is `rise`."""
+    return math.sqrt(6 * rise / trace)
