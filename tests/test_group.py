@@ -182,6 +182,41 @@ def test_radii_per_layer_train_alone_as_the_naive_loop_and_alike_in_a_group(tmp_
 
 
 @needs_data
+def test_scoped_radii_are_scope_at_the_weights_of_their_epoch_and_resume_exactly(tmp_path, monkeypatch):
+    """radius = "scoped:RISE" (PLA on {1,2}, float64): the radii of epoch 1 are `pleat.scope` on the initial
+    weights (the epoch's first 4 batches, the run's scope generator); with rescope_every = 1 every epoch has its
+    own; the metrics record them; killed after epoch 1 and resumed, the run ends with the uninterrupted numbers,
+    alone and in a group."""
+    import torch.nn.functional as F
+
+    import pleat
+    from pleat import lifecycle as life
+
+    change = dict(kind="pla", layers=[1, 2], radius="scoped:0.002", rescope_every=1, epochs=3)
+    alone = Config.from_dict({**fc_configs(tmp_path / "alone")[0].to_dict(), **change})
+    train(alone)
+    metrics = RunStore(alone).metrics()
+    device = torch.device("cpu")
+    data_ = life.load_data(alone, device)
+    order = life.epoch_order(alone, len(data_.x_train), 0)[: 4 * alone.batch_size]
+    batches = [(data_.x_train[i], data_.y_train[i]) for i in order.split(alone.batch_size)]
+    generator = torch.Generator().manual_seed(life.derive(alone.seed, "scope", 0))
+    expected = pleat.scope(
+        life.init_model(alone, device), F.cross_entropy, batches, ["fc1", "fc2"], rise=0.002, generator=generator
+    )
+    assert metrics[0]["radii"] == pytest.approx(expected, rel=1e-12)
+    assert metrics[1]["radii"] != metrics[0]["radii"]  # re-scoped at the weights of epoch 2
+    killed = Config.from_dict({**alone.to_dict(), "out_dir": str(tmp_path / "killed")})
+    killed_at(monkeypatch, killed, 1)
+    with pytest.raises(Killed):
+        train(killed)
+    plain = Config.from_dict({**fc_configs(tmp_path / "killed")[2].to_dict(), "epochs": 3})
+    train_group([killed, plain])
+    assert_same_runs([alone], [killed])
+    assert [m["radii"] for m in RunStore(killed).metrics()] == [m["radii"] for m in metrics]
+
+
+@needs_data
 def test_bfloat16_group_matches_its_runs_alone_within_the_rounding_of_a_different_layout(tmp_path):
     """Under bfloat16 autocast a group and its runs alone run the same code: a run whose computation has the same
     layout in both is equal to the bit (measured: plain, PLEA {1,2}, SAM, noise). A run that smooths fewer layers

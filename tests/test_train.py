@@ -442,10 +442,14 @@ def test_radius_per_layer_in_the_config_and_on_the_command_line():
     assert shown(table.radius) == "{fc1 = 0.005, 2 = 0.02}"
     relative = load(None, parse_set(["radius=relative:0.1"]))
     assert relative.radius == "relative:0.1" and relative.key() != Config().key()
+    scoped = load(None, parse_set(["radius=scoped:0.005", "rescope_every=2"]))
+    assert (scoped.radius, scoped.rescope_every) == ("scoped:0.005", 2)
     for bad, message in (
         (["radius=relative:x"], "relative:RHO"),
         (["radius={fc1 = -1}"], "'fc1' must be a finite number"),
         (["radius={fc1 = 0.1}", "kind=sam"], "'sam' takes one number"),
+        (["radius=scoped:0"], "scoped:RISE"),
+        (["rescope_every=2"], "re-scopes radius = 'scoped:RISE' only"),
     ):
         with pytest.raises(ValueError, match=message):
             load(None, parse_set(bad))

@@ -32,6 +32,7 @@ ADDED_KEYS = {
     "init": "kaiming",
     "probe_estimator": "layer",
     "probe_windows": "fixed",
+    "rescope_every": 0,
 }
 
 
@@ -51,7 +52,8 @@ class Config:
     kind: str = "pla"
     layers: tuple = (2,)  # smoothed layers, as in PartialLocalEntropy: 1-based indices or module names
     # R: half-side of the hypercube, per weight (sam: ρ, the L2 norm of the ascent step); per layer (pla, plea,
-    # noise): a table of layer to R, {fc1 = 0.005, fc2 = 0.02}, or "relative:RHO" (R_l = RHO x RMS(W_l))
+    # noise): a table of layer to R, {fc1 = 0.005, fc2 = 0.02}, "relative:RHO" (R_l = RHO x RMS(W_l)), or
+    # "scoped:RISE" (R_l with tr(H_ll) R_l²/6 = RISE, from Hutchinson traces on 4 training batches; see rescope_every)
     radius: float = 0.01
     samples: int = 4  # y: extra points besides the centre
     sharpness: float = math.inf  # k: soft-box sharpness; inf is the hard box
@@ -60,6 +62,7 @@ class Config:
     batch_size: int = 256  # examples per minibatch
     epochs: int = 120  # passes over the training set
     weight_decay: float = 0.0  # L2 coefficient of SGD
+    rescope_every: int = 0  # radius = "scoped:RISE": epochs between re-scopings; 0: scoped once, at the start
     probe_every: int = 0  # layer-temperature window in training steps; 0: one window per epoch
     # fixed (every window probe_every steps) | log (windows of probe_every steps at first, each 10% longer than
     # the last: evenly spaced in log time, so the early rise and the late decay are both resolved)
@@ -109,8 +112,8 @@ class Config:
             if getattr(self, key) not in options:
                 bad(key, f"must be one of {', '.join(options)}")
         if isinstance(self.radius, str):
-            if relative_rho(self.radius) is None:
-                bad("radius", "a string must read relative:RHO, RHO a finite number >= 0")
+            if radius_rule(self.radius) is None:
+                bad("radius", "a string must read relative:RHO or scoped:RISE, a finite number >= 0 (RISE > 0)")
         elif isinstance(self.radius, tuple):
             for layer, r in self.radius:
                 if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
@@ -123,7 +126,9 @@ class Config:
             bad("radius", "kind 'sam' takes one number, ρ")
         if not self.sharpness > 0:
             bad("sharpness", "must be > 0 (inf for the hard box)")
-        for key in ("samples", "train_subset", "test_subset", "seed", "probe_every"):
+        if self.rescope_every and (radius_rule(self.radius) or ("",))[0] != "scoped":
+            bad("rescope_every", "re-scopes radius = 'scoped:RISE' only")
+        for key in ("samples", "train_subset", "test_subset", "seed", "probe_every", "rescope_every"):
             if getattr(self, key) < 0:
                 bad(key, "must be >= 0")
         for key in ("batch_size", "epochs"):
@@ -210,21 +215,26 @@ def shown(value) -> str:
     return json.dumps(value) if isinstance(value, (bool, str)) else str(value)
 
 
-def relative_rho(radius) -> float | None:
-    """RHO of a radius "relative:RHO", or None when `radius` is not one."""
-    if not isinstance(radius, str) or not radius.startswith("relative:"):
+RADIUS_RULES = ("relative", "scoped")
+
+
+def radius_rule(radius) -> tuple[str, float] | None:
+    """("relative", RHO) or ("scoped", RISE) of a radius string "relative:RHO" / "scoped:RISE"; None otherwise."""
+    rule, _, value = radius.partition(":") if isinstance(radius, str) else ("", "", "")
+    if rule not in RADIUS_RULES:
         return None
     try:
-        rho = float(radius.removeprefix("relative:"))
+        number = float(value)
     except ValueError:
         return None
-    return rho if math.isfinite(rho) and rho >= 0 else None
+    ok = math.isfinite(number) and (number > 0 if rule == "scoped" else number >= 0)
+    return (rule, number) if ok else None
 
 
 def _coerce(key: str, value, default):
     """Check `value` against the type of `default`; ints are accepted for floats, 'inf' for sharpness; a radius may
     also be a table of layer to R (layer indices come back as ints) or a string."""
-    if key == "radius" and isinstance(value, str) and value.startswith("relative:"):
+    if key == "radius" and isinstance(value, str) and value.partition(":")[0] in RADIUS_RULES:
         return value
     if key == "radius" and isinstance(value, dict):
         return tuple(

@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor, nn
 
-from pleat.config import relative_rho
-from pleat.select import LayerSpec, Selected, select
+from pleat.config import radius_rule
+from pleat.select import Selected, select
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def relative(rho: float) -> Relative:
     return Relative(float(rho))
 
 
-Radius = float | Mapping[LayerSpec, float] | Callable[[Selected], float] | Relative
+Radius = float | Mapping[Any, float] | Callable[[Selected], float] | Relative  # mapping keys: layer specs
 
 
 def per_layer(radius: Radius) -> bool:
@@ -76,18 +77,28 @@ def resolve(
     return {name: float(r) for name, r in radii.items()}
 
 
-def from_config(radius) -> Radius:
-    """A config's radius (a number, "relative:RHO", or pairs of layer and R) in the form `resolve` takes."""
+@dataclass(frozen=True)
+class Scoped:
+    """A config's radius "scoped:RISE": the trainer replaces it by `pleat.scope`'s radii for that rise."""
+
+    rise: float
+
+
+def from_config(radius) -> Radius | Scoped:
+    """A config's radius (a number, "relative:RHO", "scoped:RISE", or pairs of layer and R) as `resolve` takes it
+    (a `Scoped` rise is the trainer's to resolve)."""
     if isinstance(radius, str):
-        rho = relative_rho(radius)
-        if rho is None:
-            raise ValueError(f"radius {radius!r}: a string must read relative:RHO")
-        return Relative(rho)
+        rule = radius_rule(radius)
+        if rule is None:
+            raise ValueError(f"radius {radius!r}: a string must read relative:RHO or scoped:RISE")
+        return Relative(rule[1]) if rule[0] == "relative" else Scoped(rule[1])
     return dict(radius) if isinstance(radius, tuple) else radius
 
 
-def is_zero(radius: Radius) -> bool:
-    """True when every R is 0 (nothing is perturbed); a callable is never known to be."""
+def is_zero(radius: Radius | Scoped) -> bool:
+    """True when every R is 0 (nothing is perturbed); a callable or a scoped radius is never known to be."""
+    if isinstance(radius, Scoped):
+        return False
     if isinstance(radius, Relative):
         return radius.rho == 0
     if isinstance(radius, Mapping):

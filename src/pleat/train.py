@@ -33,6 +33,7 @@ from pleat import radii
 from pleat.config import Config
 from pleat.engines import Draws
 from pleat.kernels import Box, Gaussian
+from pleat.scoping import scope
 from pleat.select import select
 from pleat.stacked import Stacked
 from pleat.store import RunStore, environment
@@ -134,15 +135,42 @@ class Member:
         self.smoothed = [s.name for s in self.selected]
         self.shifted = kind == "noise"  # its loss, and what it reports, is that of its one shifted point
         self.sam = kind == "sam"
-        self.radius = radii.from_config(self.config.radius)
+        radius = radii.from_config(self.config.radius)
+        self.scoped = radius if isinstance(radius, radii.Scoped) else None  # then `radius` is set by `rescope`
+        self.radius: radii.Radius | None = None if self.scoped else radius
+        if self.scoped and self.history:  # resumed: the radii of its last epoch, as the metrics recorded them
+            self.radius = dict(self.history[-1]["radii"])
+        self._fills: dict | None = None
 
     def fills(self) -> dict:
         """How each smoothed weight is drawn: its box, or for noise a Gaussian of the box's variance R²/3 (relative
         radii: from the run's weights now)."""
+        if self._fills is not None:
+            return self._fills
+        assert self.radius is not None, "a scoped radius is resolved by rescope() before the first step"
         r = radii.resolve(self.radius, self.model, self.selected)
         if self.shifted:
-            return {n: (Gaussian(gamma=3 / v**2) if v > 0 else Box(0.0)).sample_ for n, v in r.items()}
-        return {n: Box(v, self.config.sharpness).sample_ for n, v in r.items()}
+            fills = {n: (Gaussian(gamma=3 / v**2) if v > 0 else Box(0.0)).sample_ for n, v in r.items()}
+        else:
+            fills = {n: Box(v, self.config.sharpness).sample_ for n, v in r.items()}
+        if not isinstance(self.radius, radii.Relative):
+            self._fills = fills
+        return fills
+
+    def rescope(self, data: datasets.Dataset) -> None:
+        """radius = "scoped:RISE": the radii `pleat.scope` gives at the current weights, on the first 4 batches of
+        this epoch's order, its probes drawn from a generator of the run's seed and epoch. Done before the first
+        epoch and, with rescope_every = N, before every N-th."""
+        every = self.config.rescope_every
+        if self.scoped is None or (self.radius is not None and not (every and self.epoch % every == 0)):
+            return
+        device = data.x_train.device
+        order = life.epoch_order(self.config, len(data.x_train), self.epoch)[: 4 * self.config.batch_size]
+        batches = [(data.x_train[i], data.y_train[i]) for i in order.to(device).split(self.config.batch_size)]
+        generator = torch.Generator(device).manual_seed(life.derive(self.config.seed, "scope", self.epoch))
+        layers = [s.module_name for s in self.selected]
+        self.radius = scope(self.model, F.cross_entropy, batches, layers, rise=self.scoped.rise, generator=generator)
+        self._fills = None
 
     @property
     def epoch(self) -> int:
@@ -309,6 +337,8 @@ class Group:
         """Train every run one epoch (each its own next one) and evaluate; returns the members that ended."""
         started = time.time()
         members, device = self.members, self.params[self.watched[0]].device
+        for m in members:
+            m.rescope(data)
         n = len(data.x_train)
         orders = torch.stack([life.epoch_order(m.config, n, m.epoch) for m in members]).to(device)
         augmented = datasets.augmentation(data.name) is not None
@@ -341,6 +371,8 @@ class Group:
             record = life.epoch_record(
                 m.epoch + 1, train_k, test_k, temperature, windows[k] if every else None, seconds
             )
+            if m.scoped:  # the radii this epoch trained with
+                record["radii"] = dict(m.radius)  # type: ignore[arg-type]
             m.history.append(record)
             self._save(m, record)
             if m.epoch >= m.config.epochs or life.diverged(record):
