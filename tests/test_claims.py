@@ -322,3 +322,34 @@ def test_a_spec_with_regimes_judges_each_claim_within_each_regime():
     found = verdicts(pd.concat([helps, nothing], ignore_index=True), "sensitivity")
     assert found["smoothing_helps [small data]"] == "supported"
     assert found["smoothing_helps [paper]"] == "no effect within ±0.5 points"
+
+
+def test_radii_per_layer_against_the_fixed_r():
+    """The anisotropic spec's claim: each setting with radii per layer against the fixed-R one, paired."""
+    rng = random.Random(0)
+
+    def table(relative_gain):
+        shared = [rng.gauss(0, 0.01) for _ in range(4)]
+        rows = []
+        for s in range(4):
+            rows.append(row("plain", "none", (2,), 0.01, s, 0.85 + shared[s]))
+            rows.append(row("fixed R {2}", "pla", (2,), 0.01, s, 0.85 + shared[s] + rng.gauss(0, 0.0005)))
+            rows.append(
+                row(
+                    "relative R {2}",
+                    "pla",
+                    (2,),
+                    "relative:0.2",
+                    s,
+                    0.85 + shared[s] + relative_gain + rng.gauss(0, 5e-4),
+                )
+            )
+            rows.append(row("scoped {1,2}", "pla", (1, 2), "scoped:0.0025", s, 0.85 + shared[s] + rng.gauss(0, 5e-4)))
+        return pd.DataFrame(rows)
+
+    helps = {v.claim: v for v in judge(table(0.01), load_spec("anisotropic"))}["anisotropic_beats_fixed"]
+    assert helps.verdict == "supported" and "R = relative:0.2" in helps.detail
+    assert {v.claim: v.verdict for v in judge(table(0.0), load_spec("anisotropic"))}["anisotropic_beats_fixed"] in (
+        "no effect within ±0.5 points",
+        "inconclusive",
+    )

@@ -70,6 +70,7 @@ def test_every_shipped_spec_packs_and_baselines_groups_sam_and_noise():
 
 def test_shipped_specs_expand_to_exactly_their_grids():
     assert available() == [
+        "anisotropic",
         "baselines",
         "fig1",
         "fig3",

@@ -204,6 +204,13 @@ def help_texts() -> dict[str, str]:
     return texts
 
 
+def radius_text(radius) -> str:
+    """A radius in words: 0.01, relative:0.2, scoped:0.0025, or {fc1: 0.005, 2: 0.02}."""
+    if isinstance(radius, tuple):
+        return "{" + ", ".join(f"{layer}: {r:g}" for layer, r in radius) + "}"
+    return f"{radius:g}" if isinstance(radius, (int, float)) else str(radius)
+
+
 def shown(value) -> str:
     """A config value as it is written in TOML and on the command line: layers as [2], not (2,)."""
     if isinstance(value, tuple) and value and isinstance(value[0], tuple):  # a table of radii

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pleat.config import radius_text
 from pleat.reproduce.stats import ALPHA, Estimate, compare, holm
 
 METRIC = "best_test_accuracy"  # the paper's early-stopping view
@@ -152,7 +153,7 @@ def _at(table, r):
 
 
 def _r(r) -> str:
-    return f"R = {r:g}"
+    return f"R = {radius_text(r)}"
 
 
 def _settings(rows, keys: list[str]):
@@ -202,6 +203,21 @@ def smoothing_helps(table, spec) -> Finding:
 
 def smoothing_helps_final(table, spec) -> Finding:
     return _beats_plain(table, spec, "final_test_accuracy")
+
+
+def anisotropic_beats_fixed(table, spec) -> Finding:
+    """Radii per layer (relative to the weights, or scoped by curvature) against the paper's one fixed R."""
+    runs = smoothed(table)
+    fixed = runs[runs["radius"].map(lambda r: isinstance(r, float))]
+    per_layer = runs[runs["radius"].map(lambda r: not isinstance(r, float))]
+    if fixed.empty or per_layer.empty:
+        return empty("needs runs with a fixed R and runs with radii per layer")
+    tests = [
+        versus(f"{_describe(s)} against {_describe(f)}", rows, base, +1, spec, plain(table))
+        for s, rows in _settings(per_layer, ["arm", "layers", "radius"])
+        for f, base in _settings(fixed, ["arm", "layers", "radius"])
+    ]
+    return Finding("any", tuple(tests), "every setting with radii per layer against every fixed-R setting")
 
 
 def _curve_ends(table, layers):
@@ -584,6 +600,12 @@ CHECKS: dict[str, Claim] = {
         '§4.1: "In general, the entropic regularizations (22) and (23) improve test accuracy." Figure 3: '
         '"Comparison of the best (left) and final (right) test accuracy"',
         smoothing_helps_final,
+    ),
+    "anisotropic_beats_fixed": Claim(
+        "Beyond the paper: radii per layer (relative to the weights, or scoped by curvature) beat its one fixed R",
+        'Footnote 5: "information about the eigenvalues of the Hessian matrix could be useful in scoping the '
+        'hyper-parameter γ"; the paper smooths every chosen weight with the same R.',
+        anisotropic_beats_fixed,
     ),
     "rise_then_degrade": Claim(
         "Accuracy rises with R up to a maximum, then degrades",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from pleat.config import radius_text
 from pleat.plots import draw_temperature, new_figure
 from pleat.reproduce.claims import hidden_layers
 
@@ -171,7 +172,7 @@ def setting_text(kind: str, setting: dict) -> str:
         if k == "layers":
             parts.append(subset_name(v))
         elif k == "radius" and kind != "none":
-            parts.append(f"{'ρ' if kind == 'sam' else 'R'} = {v:g}")
+            parts.append(f"{'ρ' if kind == 'sam' else 'R'} = {radius_text(v)}")
         elif k == "weight_decay" and v:
             parts.append(f"weight decay {v:g}")
     return ", ".join(parts)
@@ -227,7 +228,7 @@ def paired_gains(table, spec, budget: str):
                     fmt="o",
                     color=f"C{k}",
                     capsize=3,
-                    label=f"{arm.split(' (')[0]} R = {radius:g}" if g == 0 else None,
+                    label=f"{arm.split(' (')[0]} R = {radius_text(radius)}" if g == 0 else None,
                 )
             ticks.append(g)
             labels.append(regime or "all runs")

@@ -11,6 +11,7 @@ import html
 import json
 from pathlib import Path
 
+from pleat.config import radius_text
 from pleat.reproduce import claims as claims_
 from pleat.reproduce.figures import BUDGET_NOTE, draw, subset_name
 from pleat.reproduce.results import results_table, store_dir
@@ -43,9 +44,7 @@ def _image(fig_path: Path) -> str:
 def _fmt(v) -> str:
     if isinstance(v, tuple):
         return subset_name(v) if v else "-"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
+    return radius_text(v) if isinstance(v, (float, str)) else str(v)
 
 
 def _table(header: list[str], rows: list[list], classes: list[str] | None = None) -> str:
@@ -92,7 +91,8 @@ def _grid_text(table) -> str:
     smoothed = table[table["kind"] != "none"] if "kind" in table else table
     parts = [f"{len(table)} finished runs, seeds {', '.join(str(s) for s in sorted(table['seed'].unique()))}"]
     if "radius" in smoothed and not smoothed.empty:
-        parts.append("R in {" + ", ".join(f"{r:g}" for r in sorted(smoothed["radius"].unique())) + "}")
+        radii = sorted(smoothed["radius"].unique(), key=lambda r: (not isinstance(r, float), str(r)))
+        parts.append("R in {" + ", ".join(radius_text(r) for r in radii) + "}")
     if "layers" in smoothed and not smoothed.empty:
         parts.append("subsets " + " ".join(_fmt(tuple(v)) for v in dict.fromkeys(smoothed["layers"])))
     if "epochs" in table:
