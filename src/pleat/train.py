@@ -128,7 +128,7 @@ class Member:
     history: list[dict] = field(default_factory=list)
     writer: object = None  # a TensorBoard SummaryWriter, with tensorboard = true
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         kind = effective_kind(self.config)
         self.draws = draws(self.config)
         self.selected = select(self.model, list(self.config.layers)) if self.draws else []
@@ -137,7 +137,7 @@ class Member:
         self.sam = kind == "sam"
         radius = radii.from_config(self.config.radius)
         self.scoped = radius if isinstance(radius, radii.Scoped) else None  # then `radius` is set by `rescope`
-        self.radius: radii.Radius | None = None if self.scoped else radius
+        self.radius: radii.Radius | None = None if isinstance(radius, radii.Scoped) else radius
         if self.scoped and self.history:  # resumed: the radii of its last epoch, as the metrics recorded them
             self.radius = dict(self.history[-1]["radii"])
         self._fills: dict | None = None
