@@ -119,20 +119,10 @@ def test_the_curvature_estimate_with_radii_per_layer_is_the_variance_weighted_tr
     """A quadratic L = Σ_l c_l |W_l|² / 2 has tr(H_ll) = c_l n_l; with variances v_l the mean rise is
     Σ_l v_l c_l n_l / 2 and the estimate Σ_l (v_l / v) c_l n_l, v the mean variance over the smoothed weights."""
 
-    class Quadratic(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Linear(30, 20, bias=False).double()
-            self.b = nn.Linear(20, 10, bias=False).double()
-
-        def forward(self, x):
-            return self.a.weight, self.b.weight
+    from test_scoping import Quadratic, quadratic_loss
 
     c = {"a": 2.0, "b": 5.0}
-
-    def loss_fn(out, _):
-        return (c["a"] * out[0].square().sum() + c["b"] * out[1].square().sum()) / 2
-
+    loss_fn = quadratic_loss((c["a"], c["b"]))
     model = Quadratic()
     radius = {"a": 0.01, "b": 0.03}
     obj = pleat.PartialLocalEntropy(
