@@ -159,6 +159,7 @@ class PartialLocalEntropy:
         self.kernel, self.samples, self.kind, self.beta = kernel, samples, kind, float(beta)
         self.radius, self.sharpness, self.include_bias = radius, sharpness, include_bias
         self._boxes = None if kernel is not None else self._resolve_boxes()  # checks the radii now
+        self._in_call = False
         self.antithetic, self.engine = antithetic, engine
         self.generator = generator
         if generator is None:
@@ -207,10 +208,11 @@ class PartialLocalEntropy:
         return {name: Box(value, self.sharpness) for name, value in r.items()}
 
     def kernels(self) -> dict[str, Kernel]:
-        """Each smoothed parameter's kernel: the common one, or its box (relative radii: from the weights now)."""
+        """Each smoothed parameter's kernel: the common one, or its box (relative radii: read from the weights once
+        per call, at its start, or now outside a call)."""
         if self.kernel is not None:
             return dict.fromkeys((s.name for s in self.selected), self.kernel)
-        if isinstance(self.radius, radii.Relative):
+        if isinstance(self.radius, radii.Relative) and not self._in_call:
             self._boxes = self._resolve_boxes()
         assert self._boxes is not None
         return dict(self._boxes)
@@ -268,20 +270,25 @@ class PartialLocalEntropy:
                     f"inputs are on {a.device} but the model is on {device}; move them with .to({str(device)!r})"
                 )
         g = self._generator(device)
+        if isinstance(self.radius, radii.Relative):  # one read of the weights' scale per call (a host sync each)
+            self._boxes = self._resolve_boxes()
         buffers = [b for bn in engines.BatchNormCentre(self.target.module).bns for b in bn.buffers()]
         saved = [b.clone() for b in buffers]
         reduced = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) in (
             torch.float16,
             torch.bfloat16,
         )
+        self._in_call = True
         try:
             loss, losses, log_weights, out = self._evaluate(params, g, args, kwargs, targets)
+            self.last = self._summarise(loss, losses, log_weights, out, reduced)
         except BaseException:
             with torch.no_grad():  # a failed call leaves no trace, not even in BatchNorm statistics
                 for b, value in zip(buffers, saved, strict=True):
                     b.copy_(value)
             raise
-        self.last = self._summarise(loss, losses, log_weights, out, reduced)
+        finally:
+            self._in_call = False
         return loss
 
     def _evaluate(self, params, g, args, kwargs, targets):
