@@ -48,11 +48,17 @@ def naive_train(config: Config) -> tuple[list[dict], dict]:
         if config.kind == "noise" and not radii.is_zero(radii.from_config(config.radius)):
             params = dict(model.named_parameters())
             selected = select(model, list(config.layers))
-            r = radii.resolve(radii.from_config(config.radius), model, selected)
+            radius = radii.from_config(config.radius)
+            r = radii.resolve(radius, model, selected)
+            per_weight = isinstance(radius, radii.Relative) and radius.per == "weight"
             shifted = dict(params)
             for s in selected:
                 with torch.no_grad():
-                    shift = Gaussian(gamma=3 / r[s.name] ** 2).sample_(torch.empty_like(params[s.name]), noise)
+                    if per_weight:  # R_i = rho |w_i|: a Gaussian of std rho / sqrt(3), times |w_i|
+                        unit = Gaussian(gamma=3 / radius.rho**2).sample_(torch.empty_like(params[s.name]), noise)
+                        shift = unit * params[s.name].abs()
+                    else:
+                        shift = Gaussian(gamma=3 / r[s.name] ** 2).sample_(torch.empty_like(params[s.name]), noise)
                 shifted[s.name] = params[s.name] + shift
             out = torch.func.functional_call(model, shifted, (x,))
             loss = F.cross_entropy(out, y)

@@ -159,14 +159,16 @@ def test_group_matches_its_runs_trained_alone_and_the_naive_loop(tmp_path):
 
 @needs_data
 def test_radii_per_layer_train_alone_as_the_naive_loop_and_alike_in_a_group(tmp_path):
-    """A table of radii (PLA on {1,2}) and relative radii (PLEA on {2}; noise on {1}), float64: each run alone has
-    the naive loop's numbers, and the same in a group."""
+    """A table of radii (PLA on {1,2}), relative radii (PLEA on {2}; noise on {1}) and per-weight relative radii
+    (PLA on {1,2}; noise on {2}), float64: each run alone has the naive loop's numbers, and the same in a group."""
     from naive import naive_train
 
     runs = [
         dict(kind="pla", layers=[1, 2], radius={"fc1": 0.02, "fc2": 0.05}),
         dict(kind="plea", layers=[2], radius="relative:0.5", seed=1),
         dict(kind="noise", layers=[1], radius="relative:0.5", seed=2),
+        dict(kind="pla", layers=[1, 2], radius="relative-weight:0.5", seed=3),
+        dict(kind="noise", layers=[2], radius="relative-weight:0.5", seed=4),
     ]
     alone = [Config.from_dict({**c.to_dict(), **r}) for c, r in zip(fc_configs(tmp_path / "alone"), runs)]
     grouped = [Config.from_dict({**c.to_dict(), **r}) for c, r in zip(fc_configs(tmp_path / "group"), runs)]

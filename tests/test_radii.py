@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import pleat
-from pleat.kernels import Box
+from pleat import radii
+from pleat.config import Config
+from pleat.kernels import Box, Scaled
 from pleat.models import fc
 
 
@@ -160,3 +162,91 @@ def test_radius_mappings_must_cover_every_smoothed_weight_once():
         pleat.relative(-1)
     zero = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1, 2], radius={"fc1": 0.0, "fc2": 0.0})
     assert "the plain loss" in zero.describe()
+
+
+class ByHand:
+    """A box of half-side rho |w_i| per weight, drawn by hand: the box of half-side rho, times |w| (no gradient)."""
+
+    def __init__(self, rho, weight, sharpness=math.inf):
+        self.box, self.scale = Box(rho, sharpness), weight.detach().abs().clone()
+
+    def sample_(self, out, generator):
+        return self.box.sample_(out, generator) * self.scale
+
+
+@pytest.mark.parametrize("engine", ["vectorised", "sequential"])
+@pytest.mark.parametrize("kind, sharpness", [("pla", math.inf), ("plea", math.inf), ("pla", 400.0)])
+def test_a_radius_per_weight_is_the_naive_loop_with_a_box_per_weight(engine, kind, sharpness):
+    model, x, t = case()
+    with torch.no_grad():
+        model.fc1.weight[:3] = 0.0  # weights at zero: never perturbed
+    obj = pleat.PartialLocalEntropy(
+        model,
+        F.cross_entropy,
+        layers=[1, 2],
+        radius=pleat.relative(0.3, per="weight"),
+        sharpness=sharpness,
+        samples=3,
+        kind=kind,
+        engine=engine,
+        generator=torch.Generator().manual_seed(1),
+    )
+    loss = obj(x, t)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    boxes = {n: ByHand(0.3, model.get_parameter(n), sharpness) for n in ("fc1.weight", "fc2.weight")}
+    expected = naive(model, x, t, boxes, 3, kind, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-14)
+    for g, e in zip(grads, torch.autograd.grad(expected, list(model.parameters()))):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-13)
+    assert "per='weight'" in repr(obj)
+    # each layer's mean variance: the unit box's times mean(w²); for the hard box, the per-layer relative radius's
+    per_layer = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1, 2], radius=pleat.relative(0.3))
+    for name, k in obj.kernels().items():
+        mean_square = model.get_parameter(name).detach().square().mean().item()
+        assert k.variance == pytest.approx(Box(0.3, sharpness).variance * mean_square, rel=1e-12)
+        if math.isinf(sharpness):
+            assert k.variance == pytest.approx(per_layer.kernels()[name].variance, rel=1e-12)
+    delta = obj.kernels()["fc1.weight"].sample_(torch.empty_like(model.fc1.weight), torch.Generator().manual_seed(0))
+    assert (delta[:3] == 0).all() and (delta[3:] != 0).any()
+
+
+def test_a_radius_per_weight_does_not_see_a_rescaling_of_each_neuron_and_one_per_layer_does():
+    """Scale each hidden neuron i by c_i > 0 (its row of fc1 and its bias) and column i of fc2 by 1 / c_i: the same
+    function. R_i = rho |w_i| scales with every weight, so the sampled loss is the same point by point; RMS(W_l)
+    does not follow a per-neuron rescaling, so R_l = rho x RMS(W_l) smooths the two nets differently."""
+    model, x, t = case()
+    other = copy.deepcopy(model)
+    c = torch.rand(model.fc1.weight.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 4
+    c += 0.25
+    with torch.no_grad():
+        other.fc1.weight.mul_(c[:, None])
+        other.fc1.bias.mul_(c)
+        other.fc2.weight.div_(c[None, :])
+    torch.testing.assert_close(other(x), model(x), rtol=1e-12, atol=1e-12)
+
+    def losses(m, radius):
+        obj = pleat.PartialLocalEntropy(
+            m, F.cross_entropy, layers=[1, 2], radius=radius, samples=4, generator=torch.Generator().manual_seed(2)
+        )
+        obj(x, t)
+        return obj.last.losses
+
+    torch.testing.assert_close(
+        losses(other, pleat.relative(0.3, per="weight")),
+        losses(model, pleat.relative(0.3, per="weight")),
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    per_layer = losses(other, pleat.relative(0.3)) - losses(model, pleat.relative(0.3))
+    assert per_layer[1:].abs().max() > 1e-4
+
+
+def test_a_radius_per_weight_needs_a_flat_kernel_and_a_known_rule():
+    model, _, _ = case()
+    with pytest.raises(ValueError, match="per must be one of"):
+        pleat.relative(0.1, per="neuron")
+    with pytest.raises(ValueError, match="needs a flat kernel"):
+        Scaled(Box(0.1, 50.0, sampling="uniform"), model.fc2.weight.detach().abs())
+    config = Config(radius="relative-weight:0.2")
+    assert radii.from_config(config.radius) == pleat.relative(0.2, per="weight")
+    assert config.key() not in (Config().key(), Config(radius="relative:0.2").key())

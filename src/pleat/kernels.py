@@ -178,6 +178,38 @@ class Gaussian:
         return torch.zeros((), dtype=delta.dtype, device=delta.device)
 
 
+@dataclass(frozen=True, eq=False)
+class Scaled:
+    """A flat kernel whose draws are multiplied, coordinate by coordinate, by `scale` (a tensor of the parameter's
+    shape): `Scaled(Box(rho), |W|)` is a box of half-side rho |w_i| per weight, the per-weight relative radius
+    (`pleat.relative(rho, per="weight")`). The soft box scales whole: its sharpness becomes k / |w_i| too, so the
+    kernel is the same in units of the weight. A weight at zero is not perturbed. Every point has weight one.
+    """
+
+    base: Kernel  # a flat kernel (a hard box, a soft box drawn from its kernel, a Gaussian) in units of `scale`
+    scale: Tensor  # per coordinate; a snapshot (the caller detaches and copies it)
+
+    def __post_init__(self):
+        if not self.base.flat:
+            raise ValueError(
+                "a per-weight radius needs a flat kernel: the hard box, or the soft box with sampling='kernel'"
+            )
+        # E[(s_i x)²] averaged over the coordinates: one host read, when the kernel is made
+        object.__setattr__(self, "_variance", self.base.variance * float(self.scale.double().square().mean()))
+
+    flat = True
+
+    @property
+    def variance(self) -> float:
+        return self._variance  # type: ignore[attr-defined]
+
+    def sample_(self, out: Tensor, generator: torch.Generator | None) -> Tensor:
+        return self.base.sample_(out, generator).mul_(self.scale)
+
+    def log_weight(self, delta: Tensor) -> Tensor:
+        return delta.new_zeros(())
+
+
 @runtime_checkable
 class Kernel(Protocol):
     """What a kernel gives the objective; `Box` and `Gaussian` are two, and a user's own class works alike.

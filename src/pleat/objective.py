@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -84,7 +85,8 @@ class PartialLocalEntropy:
         radius: R, half-side of the smoothing hypercube, per weight (required for the box kernels). One number for
             every smoothed weight (the paper), or per layer: a mapping from layer spec to R
             (`{"fc1": 0.005, "fc2": 0.02}`, each smoothed weight under exactly one key), a callable of the
-            `Selected` parameter, or `pleat.relative(rho)`: R_l = rho x RMS(W_l), re-read at every call.
+            `Selected` parameter, or `pleat.relative(rho)`: R_l = rho x RMS(W_l), re-read at every call
+            (`pleat.relative(rho, per="weight")`: R_i = rho x |w_i|, each weight its own box).
         samples: y, extra points besides the centre.
         kind: "pla" (partial local average, eq 19/23) or "plea" (partial local entropy, eq 14/22).
         sharpness: k, steepness of the soft box (eq 5); inf is the hard box of the paper's experiments.
@@ -203,9 +205,10 @@ class PartialLocalEntropy:
             head = f"{self.kind} over {self.samples} points + centre, {self._kernel_text()}"
         return head + "\n" + describe(self.selected)
 
-    def _resolve_boxes(self) -> dict[str, Box]:
-        r = radii.resolve(self.radius, self.target.module, self.selected, self.include_bias)  # type: ignore[arg-type]
-        return {name: Box(value, self.sharpness) for name, value in r.items()}
+    def _resolve_boxes(self) -> dict[str, Kernel]:
+        box = functools.partial(Box, sharpness=self.sharpness)
+        assert self.radius is not None
+        return radii.kernels(self.radius, self.target.module, self.selected, box, self.include_bias)
 
     def kernels(self) -> dict[str, Kernel]:
         """Each smoothed parameter's kernel: the common one, or its box (relative radii: read from the weights once
@@ -228,9 +231,10 @@ class PartialLocalEntropy:
         if self.kernel is not None:
             return f"kernel={self.kernel!r}"
         if isinstance(self.radius, radii.Relative):
-            return f"radius=relative({self.radius.rho:g}), sharpness={self.sharpness}"
-        assert self._boxes is not None
-        return "radius={" + ", ".join(f"{n}: {b.radius:g}" for n, b in self._boxes.items()) + "}"
+            per = ", per='weight'" if self.radius.per == "weight" else ""
+            return f"radius=relative({self.radius.rho:g}{per}), sharpness={self.sharpness}"
+        boxes = radii.resolve(self.radius, self.target.module, self.selected, self.include_bias)  # type: ignore[arg-type]
+        return "radius={" + ", ".join(f"{n}: {r:g}" for n, r in boxes.items()) + "}"
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if self.generator is None:

@@ -1,5 +1,6 @@
 """Radii per smoothed weight: one R for all (the paper), a mapping from layer spec to R, a callable of the
-selected parameter, or `relative(rho)`: R_l = rho x RMS(W_l), which a rescaling of the layers cannot change.
+selected parameter, or `relative(rho)`: R_l = rho x RMS(W_l), which a rescaling of the layers cannot change, or
+`relative(rho, per="weight")`: R_i = rho x |w_i| for each weight (as ASAM scales its ascent step, without its floor).
 
 A ReLU net is scale-covariant: multiplying one layer (weight and bias) by c and the next layer's weight by 1/c
 leaves the function unchanged, and an absolute R then means a different smoothing. With relative radii the boxes
@@ -16,26 +17,36 @@ from typing import Any
 from torch import Tensor, nn
 
 from pleat.config import radius_rule
+from pleat.kernels import Kernel, Scaled
 from pleat.select import Selected, select
+
+PER = ("layer", "weight")
 
 
 @dataclass(frozen=True)
 class Relative:
-    """R_l = rho x RMS(W_l) per smoothed weight, read from the current weights at every call (no gradient)."""
+    """Radii read from the current weights at every call (no gradient): per="layer", R_l = rho x RMS(W_l) for every
+    weight of layer l; per="weight", R_i = rho x |w_i|. Both give a layer the same mean variance (rho RMS(W_l))²/3,
+    spread evenly or in proportion to w_i²; a weight at zero is then not perturbed."""
 
     rho: float
+    per: str = "layer"
 
     def __post_init__(self):
         if not isinstance(self.rho, (int, float)) or not math.isfinite(self.rho) or self.rho < 0:
             raise ValueError(f"relative radius: rho must be a finite number >= 0, got {self.rho!r}")
+        if self.per not in PER:
+            raise ValueError(f"relative radius: per must be one of {PER}, got {self.per!r}")
 
     def __call__(self, weight: Tensor) -> float:
+        """The layer's R (per weight: the R of the box with the same mean variance)."""
         return self.rho * float(weight.detach().double().square().mean().sqrt())
 
 
-def relative(rho: float) -> Relative:
-    """Per-layer radii relative to the weights' scale: R_l = rho x RMS(W_l) (pass as `radius=`)."""
-    return Relative(float(rho))
+def relative(rho: float, per: str = "layer") -> Relative:
+    """Radii relative to the weights' scale (pass as `radius=`): R_l = rho x RMS(W_l), or with per="weight"
+    R_i = rho x |w_i|."""
+    return Relative(float(rho), per)
 
 
 Radius = float | Mapping[Any, float] | Callable[[Selected], float] | Relative  # mapping keys: layer specs
@@ -77,6 +88,21 @@ def resolve(
     return {name: float(r) for name, r in radii.items()}
 
 
+def kernels(
+    radius: Radius,
+    module: nn.Module,
+    selected: list[Selected],
+    make: Callable[[float], Kernel],
+    include_bias: bool = False,
+) -> dict[str, Kernel]:
+    """Each selected parameter's kernel: `make(R)` with its R, or, for `relative(rho, per="weight")`, `make(rho)`
+    scaled by a snapshot of |w| coordinate by coordinate. Returns {parameter name: kernel}."""
+    if isinstance(radius, Relative) and radius.per == "weight":
+        params = dict(module.named_parameters())
+        return {s.name: Scaled(make(radius.rho), params[s.name].detach().abs()) for s in selected}
+    return {name: make(r) for name, r in resolve(radius, module, selected, include_bias).items()}
+
+
 @dataclass(frozen=True)
 class Scoped:
     """A config's radius "scoped:RISE": the trainer replaces it by `pleat.scope`'s radii for that rise."""
@@ -90,8 +116,10 @@ def from_config(radius) -> Radius | Scoped:
     if isinstance(radius, str):
         rule = radius_rule(radius)
         if rule is None:
-            raise ValueError(f"radius {radius!r}: a string must read relative:RHO or scoped:RISE")
-        return Relative(rule[1]) if rule[0] == "relative" else Scoped(rule[1])
+            raise ValueError(f"radius {radius!r}: a string must read relative:RHO, relative-weight:RHO or scoped:RISE")
+        if rule[0] == "scoped":
+            return Scoped(rule[1])
+        return Relative(rule[1], "weight" if rule[0] == "relative-weight" else "layer")
     return dict(radius) if isinstance(radius, tuple) else radius
 
 

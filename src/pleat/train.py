@@ -32,7 +32,7 @@ from pleat import lifecycle as life
 from pleat import radii
 from pleat.config import Config
 from pleat.engines import Draws
-from pleat.kernels import Box, Gaussian
+from pleat.kernels import Box, Gaussian, Kernel
 from pleat.scoping import scope
 from pleat.select import select
 from pleat.stacked import Stacked
@@ -148,11 +148,13 @@ class Member:
         if self._fills is not None:
             return self._fills
         assert self.radius is not None, "a scoped radius is resolved by rescope() before the first step"
-        r = radii.resolve(self.radius, self.model, self.selected)
-        if self.shifted:
-            fills = {n: (Gaussian(gamma=3 / v**2) if v > 0 else Box(0.0)).sample_ for n, v in r.items()}
-        else:
-            fills = {n: Box(v, self.config.sharpness).sample_ for n, v in r.items()}
+
+        def kernel(r: float) -> Kernel:
+            if self.shifted:
+                return Gaussian(gamma=3 / r**2) if r > 0 else Box(0.0)
+            return Box(r, self.config.sharpness)
+
+        fills = {n: k.sample_ for n, k in radii.kernels(self.radius, self.model, self.selected, kernel).items()}
         if not isinstance(self.radius, radii.Relative):
             self._fills = fills
         return fills
