@@ -167,11 +167,14 @@ def test_radii_per_layer_train_alone_as_the_naive_loop_and_alike_in_a_group(tmp_
         dict(kind="pla", layers=[1, 2], radius={"fc1": 0.02, "fc2": 0.05}),
         dict(kind="plea", layers=[2], radius="relative:0.5", seed=1),
         dict(kind="noise", layers=[1], radius="relative:0.5", seed=2),
-        dict(kind="pla", layers=[1, 2], radius="relative-weight:0.5", seed=3),
-        dict(kind="noise", layers=[2], radius="relative-weight:0.5", seed=4),
+        dict(kind="pla", layers=[2], radius="relative-weight:0.5", seed=3),
+        dict(kind="noise", layers=[1], radius="relative-weight:0.5", seed=4),
     ]
-    alone = [Config.from_dict({**c.to_dict(), **r}) for c, r in zip(fc_configs(tmp_path / "alone"), runs)]
-    grouped = [Config.from_dict({**c.to_dict(), **r}) for c, r in zip(fc_configs(tmp_path / "group"), runs)]
+    # one epoch of 5 steps: the relative radii are re-read from weights that every step has changed
+    alone, grouped = (
+        [Config.from_dict({**c.to_dict(), **r}) for c, r in zip(fc_configs(tmp_path / where, epochs=1), runs)]
+        for where in ("alone", "group")
+    )
     for c in alone:
         train(c)
         expected, _ = naive_train(c)
@@ -270,10 +273,10 @@ def test_group_resumes_each_run_from_its_own_epoch(tmp_path, monkeypatch):
     """A group stopped between two runs' checkpoints leaves its runs at different epochs (one at its last epoch
     without a result); a run begun alone joins; a run finished alone is left alone. Resumed as one group, every
     run ends with the numbers of an uninterrupted lone training."""
-    alone = fc_configs(tmp_path / "alone", epochs=3)
+    alone = fc_configs(tmp_path / "alone", epochs=3, train_subset=200)  # 3 steps of 64 and a short one of 8
     for c in alone:
         train(c)
-    grouped = fc_configs(tmp_path / "group", epochs=3)
+    grouped = fc_configs(tmp_path / "group", epochs=3, train_subset=200)
     killed_at(monkeypatch, grouped[0], 1)
     with pytest.raises(Killed):
         train(grouped[0])

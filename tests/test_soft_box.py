@@ -149,7 +149,8 @@ def test_curvature_se_matches_the_spread_over_calls(case, antithetic):
     obj = smooth(model, loss_fn, layers=[1], radius=radius, samples=4, antithetic=antithetic, seed=7)
     estimates, errors = [], []
     for _ in range(4000):
-        obj(x, t)
+        with torch.no_grad():  # only the estimates are needed: a third faster without the graph
+            obj(x, t)
         estimates.append(float(obj.last.curvature))
         errors.append(float(obj.last.curvature_se))
     spread = float(torch.tensor(estimates).std())
