@@ -141,6 +141,8 @@ def test_corruption_is_detected(tmp_path):
         (["--samples", "0"], "smooths nothing"),
         (["--radius", "0"], "use --kind none for plain SGD"),
         (["--data-dir", "/no/such/folder"], "data_dir /no/such/folder is not a folder"),
+        (["--radius", "relative-weight:-1"], "relative-weight:RHO"),
+        (["--set", "epochs=1", "lr=0.1"], "give each its own --set: --set lr=0.1"),  # one --set per override
     ],
 )
 def test_bad_configs_rejected_before_work(tmp_path, capsys, argv, message):

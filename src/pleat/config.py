@@ -292,7 +292,10 @@ def read_toml(path: str | Path, what: str = "config file") -> dict:
     """The tables of a TOML file; a missing file or bad TOML raises an error naming `what` and the file."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{what} {path} does not exist")
+        hint = ""
+        if "=" in path.name:  # `--set a=1 b=2`: the second override was read as the config file
+            hint = f"; to override a key, give each its own --set: --set {path.name}"
+        raise FileNotFoundError(f"{what} {path} does not exist{hint}")
     try:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
