@@ -117,16 +117,18 @@ def test_relative_radii_do_not_see_a_rescaling_of_the_layers_and_absolute_ones_d
     )
 
 
-def test_the_curvature_estimate_with_radii_per_layer_is_the_variance_weighted_trace():
-    """A quadratic L = Σ_l c_l |W_l|² / 2 has tr(H_ll) = c_l n_l; with variances v_l the mean rise is
-    Σ_l v_l c_l n_l / 2 and the estimate Σ_l (v_l / v) c_l n_l, v the mean variance over the smoothed weights."""
+@pytest.mark.parametrize("per", ["layer", "weight"])
+def test_the_curvature_estimate_with_radii_per_layer_is_the_variance_weighted_trace(per):
+    """A quadratic L = Σ_l c_l |W_l|² / 2 has H = c_l I on layer l; with per-coordinate variances v_i the mean rise
+    is Σ_i v_i c_i / 2 and the estimate Σ_i (v_i / v) c_i, v the mean variance over the smoothed weights. Per layer
+    (a mapping of R): v_i = R_l²/3; per weight (relative, R_i = rho |w_i|): v_i = rho² w_i² / 3."""
 
     from test_scoping import Quadratic, quadratic_loss
 
     c = {"a": 2.0, "b": 5.0}
     loss_fn = quadratic_loss((c["a"], c["b"]))
     model = Quadratic()
-    radius = {"a": 0.01, "b": 0.03}
+    radius = {"a": 0.01, "b": 0.03} if per == "layer" else pleat.relative(0.2, per="weight")
     obj = pleat.PartialLocalEntropy(
         model,
         loss_fn,
@@ -136,11 +138,14 @@ def test_the_curvature_estimate_with_radii_per_layer_is_the_variance_weighted_tr
         engine="sequential",
         generator=torch.Generator().manual_seed(0),
     )
-    v = {n: r**2 / 3 for n, r in radius.items()}
-    size = {"a": 600, "b": 200}
-    mean_v = sum(v[n] * size[n] for n in v) / sum(size.values())
+    weights = {n: getattr(model, n).weight.detach() for n in c}
+    if per == "layer":
+        v = {n: torch.full_like(w, radius[n] ** 2 / 3) for n, w in weights.items()}
+    else:
+        v = {n: 0.2**2 * w.square() / 3 for n, w in weights.items()}
+    mean_v = float(sum(x.sum() for x in v.values()) / sum(x.numel() for x in v.values()))
     assert obj.variance() == pytest.approx(mean_v, rel=1e-8)
-    expected = sum(v[n] / mean_v * c[n] * size[n] for n in v)
+    expected = float(sum(v[n].sum() / mean_v * c[n] for n in c))
     estimates = []
     for _ in range(200):
         obj(torch.zeros(1), None)
