@@ -195,8 +195,8 @@ def write_report(folders: list[str | Path], path: str | Path) -> tuple[Path, lis
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>pleat report</title>"
         f"<style>{STYLE}</style></head><body><h1>pleat report</h1>"
         "<p>Partial local entropy (Musso, arXiv 2007.09091): each figure with the paper's claims beside what these "
-        "runs show. Bands and ± are one standard deviation over seeds; intervals are 95% Welch intervals of the "
-        "difference of means over seeds.</p>" + "\n".join(sections) + "</body></html>"
+        "runs show. Bands and ± are one standard deviation over seeds; intervals are 95% intervals of a "
+        "difference: paired over the seeds two arms share, Welch's otherwise.</p>" + "\n".join(sections) + "</body></html>"
     )
     path.write_text(page)
     return path, verdicts, figures
