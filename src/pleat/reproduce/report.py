@@ -196,7 +196,9 @@ def write_report(folders: list[str | Path], path: str | Path) -> tuple[Path, lis
         f"<style>{STYLE}</style></head><body><h1>pleat report</h1>"
         "<p>Partial local entropy (Musso, arXiv 2007.09091): each figure with the paper's claims beside what these "
         "runs show. Bands and ± are one standard deviation over seeds; intervals are 95% intervals of a "
-        "difference: paired over the seeds two arms share, Welch's otherwise.</p>" + "\n".join(sections) + "</body></html>"
+        "difference: paired over the seeds two arms share, Welch's otherwise.</p>"
+        + "\n".join(sections)
+        + "</body></html>"
     )
     path.write_text(page)
     return path, verdicts, figures
