@@ -194,14 +194,13 @@ class Scaled:
             raise ValueError(
                 "a per-weight radius needs a flat kernel: the hard box, or the soft box with sampling='kernel'"
             )
-        # E[(s_i x)²] averaged over the coordinates: one host read, when the kernel is made
-        object.__setattr__(self, "_variance", self.base.variance * float(self.scale.double().square().mean()))
 
     flat = True
 
-    @property
+    @functools.cached_property
     def variance(self) -> float:
-        return self._variance  # type: ignore[attr-defined]
+        """E[(s_i x)²] averaged over the coordinates: one host read, on first use (the trainer never asks)."""
+        return self.base.variance * float(self.scale.double().square().mean())
 
     def sample_(self, out: Tensor, generator: torch.Generator | None) -> Tensor:
         return self.base.sample_(out, generator).mul_(self.scale)
