@@ -102,17 +102,17 @@ def _fit(t: torch.Tensor, y: torch.Tensor) -> tuple[float, float, torch.Tensor, 
         dtype=t.dtype,
     )
 
-    def unpack(u):  # unconstrained u -> (ln α, ln τ) inside the bounds
+    def unpack(u):  # unconstrained u [..., 2] -> (ln α, ln τ) [..., 2] inside the bounds
         return bounds[:, 0] + (bounds[:, 1] - bounds[:, 0]) * torch.sigmoid(u)
 
-    def rss_of(u):
-        log_alpha, log_tau = unpack(u)
-        f = -torch.exp(log_alpha.exp() * (lt - log_tau))  # -(t/τ)^α, [T]
-        c = (y - f).mean(dim=1, keepdim=True)
-        return ((y - c - f) ** 2).sum(), c.squeeze(1)
+    def rss_of(u):  # u [..., 2] -> rss [...], c [..., I]
+        log_alpha, log_tau = unpack(u).unbind(-1)
+        f = -torch.exp(log_alpha.exp()[..., None] * (lt - log_tau[..., None]))[..., None, :]  # -(t/τ)^α, [..., 1, T]
+        c = (y - f).mean(dim=-1, keepdim=True)
+        return ((y - c - f) ** 2).sum(dim=(-2, -1)), c.squeeze(-1)
 
     grid = torch.linspace(-4, 4, 41, dtype=t.dtype)
-    scores = torch.stack([torch.stack([rss_of(torch.stack([a, b]))[0] for b in grid]) for a in grid])
+    scores = rss_of(torch.stack(torch.meshgrid(grid, grid, indexing="ij"), dim=-1))[0]  # every grid point at once
     i, j = divmod(int(torch.argmin(scores)), len(grid))
     start = torch.stack([grid[i], grid[j]])
     u = start.clone().requires_grad_(True)
