@@ -1,11 +1,33 @@
 import copy
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import pleat
+
+
+def _one_core_per_worker() -> None:
+    """Under pytest-xdist (the default `-n auto`), pin each worker, and every process it starts, to a core of its
+    own, with one torch thread: two processes of two threads each on two cores slow each other down many times
+    over, and the sweeps a test starts size their workers by the cores they may use."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...
+    if not worker.startswith("gw") or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[int(worker[2:]) % len(cpus)]})
+    torch.set_num_threads(1)
+
+
+_one_core_per_worker()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first (in their order): spread over the workers from the start, none is left to run alone at
+    the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def mlp(dropout: float = 0.0) -> nn.Module:
