@@ -19,7 +19,8 @@ mkdir -p "$OUT"
   for m in numpy scipy pandas matplotlib kornia tqdm pytest pytorch_optimizer; do
     python -c "import $m" 2>/dev/null && echo "has $m" || echo "MISSING $m"
   done; } | tee "$OUT/gpu.txt"
-timeout 120 python -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.txt"
+# -o addopts="": without the default -n auto, which needs pytest-xdist (the GPU machine may lack it)
+timeout 120 python -m pytest -o addopts="" -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.txt"
 timeout 90 python benchmarks/objective.py --device "$DEVICE" --no-memory --quick 2>&1 | tee "$OUT/objective.txt"
 { timeout 120 python benchmarks/sweep.py group --device "$DEVICE"
   timeout 120 python benchmarks/sweep.py compile --device "$DEVICE"; } 2>&1 | tee "$OUT/group.txt"
