@@ -217,6 +217,10 @@ def test_fig3_smoke_end_to_end_with_figure_report_and_nothing_rerun(tmp_path, ca
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == results
     env = json.loads(next(out.glob("runs/*/environment.json")).read_text())
     assert env["threads"] == 1  # two workers on two cores: one torch thread each
+    capsys.readouterr()
+    assert main(["runs", str(out)]) == 0  # a sweep folder lists the runs of its runs/
+    listed = capsys.readouterr().out
+    assert listed.count("finished") == 14 and "seed" in listed
 
 
 @needs_data

@@ -56,7 +56,9 @@ def _runs(args) -> int:
     from pleat.store import runs
 
     if not os.path.isdir(args.dir):
-        raise FileNotFoundError(f"{args.dir} is not a folder: give the run store (the out_dir of pleat train)")
+        raise FileNotFoundError(
+            f"{args.dir} is not a folder: give a run store (the out_dir of pleat train) or a sweep folder"
+        )
     table = runs(args.dir)
     if table.empty:
         print(f"no runs in {args.dir}")
@@ -68,6 +70,7 @@ def _runs(args) -> int:
         "kind",
         "layers",
         "radius",
+        "seed",
         "status",
         "epochs_done",
         "epochs",
@@ -224,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     prof.add_argument("--data-dir", help="the data root (default: the run's, else $PLEAT_DATA)")
     prof.add_argument("--out", help="the figure (default: profile.png in the run folder, or here)")
     prof.set_defaults(run=_profile)
-    runs = sub.add_parser("runs", help="what ran in a run store: status, epochs, best and final accuracy")
+    runs = sub.add_parser(
+        "runs", help="what ran in a run store or a sweep folder: status, epochs, best and final accuracy"
+    )
     runs.add_argument("dir", nargs="?", default="runs")
     runs.set_defaults(run=_runs)
     args = parser.parse_args(argv)

@@ -250,11 +250,16 @@ def import_run(config: Config, env: dict, metrics: list[dict], result: dict) -> 
 
 
 def runs(out_dir: str | os.PathLike = "runs"):
-    """Every run under `out_dir` as a pandas DataFrame: config keys, status, epochs done, best/final accuracy."""
+    """Every run under `out_dir` as a pandas DataFrame: config keys, status, epochs done, best/final accuracy.
+
+    `out_dir` is a run store (the out_dir of `pleat train`) or a sweep folder of `pleat reproduce` (its runs/)."""
     import pandas as pd
 
+    root = Path(out_dir)
+    if not any(root.glob("*/config.json")) and (root / "runs").is_dir():
+        root = root / "runs"
     rows = []
-    for config_path in sorted(Path(out_dir).glob("*/config.json")):
+    for config_path in sorted(root.glob("*/config.json")):
         run_dir = config_path.parent
         row = {"run": run_dir.name, **json.loads(config_path.read_text())}
         try:
