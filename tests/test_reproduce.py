@@ -372,7 +372,9 @@ def test_ray_executor_survives_a_killed_worker_and_gives_the_local_numbers(tmp_p
     def kill_a_training_worker():
         deadline = time.time() + 120
         while time.time() < deadline and not killed:
-            if list(worker_runs.glob("*/state.json")):  # a group has checkpointed an epoch
+            checkpointed = [p.parent / "config.json" for p in worker_runs.glob("*/state.json")]
+            kinds = [json.loads(p.read_text())["kind"] for p in checkpointed]
+            if "pla" in kinds:  # the PLA group has checkpointed an epoch (not only the lone plain run)
                 for p in psutil.process_iter(["cmdline"]):
                     if any("_ray_train" in part for part in p.info["cmdline"] or []):
                         p.kill()
