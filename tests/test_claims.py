@@ -7,7 +7,7 @@ import pytest
 from test_regimes import synthetic
 
 from pleat.reproduce import claims, load_spec
-from pleat.reproduce.claims import judge
+from pleat.reproduce.verdicts import judge
 
 
 def row(arm, kind, layers, radius, seed, acc, samples=4, weight_decay=0.0, **extra):

@@ -1,186 +1,32 @@
-"""The paper's claims as code: each check quotes its sentence, reads a sweep's results table and states the tests
-that encode it; `judge` runs them, corrects the whole report for multiplicity and returns one verdict per claim.
+"""The paper's claims as code: each check quotes its sentence, reads a sweep's results table (see
+`pleat.reproduce.findings`) and states the tests that encode it; `pleat.reproduce.verdicts.judge` runs them.
 
-The table has one row per finished run: its arm, its config keys (`layers` as a tuple, `radius`, `seed`, ...),
-`best_test_accuracy`, `final_test_accuracy` and `metrics` (the per-epoch records). A test compares two sets of
-runs through one value per seed (the mean over the keys it pools, e.g. the R grid): paired over common seeds,
-Welch otherwise (see `pleat.reproduce.stats`). Each test is one hypothesis in the report's Holm family, so that no
-setting is chosen on the runs that then test it: a claim about "some setting" tests every setting the budget has
-(fixed in advance by the spec) and survives the correction or not.
-
-Verdict of a test whose claim has a direction:
-- "supported": the Holm-adjusted test excludes zero in the paper's direction;
-- "contradicted": it excludes zero in the other direction;
-- "no effect within ±m": the Holm-adjusted equivalence test puts the difference within the spec's margin m;
-- "inconclusive": anything else; "not enough runs" below 2 seeds a side;
-- "collapsed": an arm's final train accuracy is more than 5 points below plain SGD's. A collapsed run is an
-  optimisation failure, not the paper's effect, so it supports nothing; the report lists collapses as a finding.
-A claim that two things match ("y = 8 is comparable to y = 4") is supported by the equivalence test and
-contradicted when the difference is beyond the margin. A claim's verdict combines its tests by its rule: `all`
-(each must hold), `any` (one setting suffices), `best` (never beaten, beating some) or `not_worse`.
+Each test is one hypothesis in the report's Holm family, so that no setting is chosen on the runs that then test
+it: a claim about "some setting" tests every setting the budget has (fixed in advance by the spec) and survives the
+correction or not.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from pleat.config import radius_text
-from pleat.reproduce.stats import ALPHA, Estimate, compare, holm
-
-METRIC = "best_test_accuracy"  # the paper's early-stopping view
-COLLAPSE = 0.05  # train accuracy this far below plain SGD's is a collapse, not a regularisation effect
-RULES = ("all", "any", "best", "not_worse", "not_better")
-
-
-@dataclass(frozen=True)
-class Test:
-    """One comparison a - b: the paper says a > b (direction +1), a < b (-1) or a = b within the margin (0)."""
-
-    what: str
-    estimate: Estimate | None
-    direction: int
-    margin: float = 0.0
-    collapsed: str = ""  # which side collapsed, if one did
-    # filled by `judge`: Holm-adjusted p-values of "no difference" (or, direction 0, "beyond the margin") and
-    # of "at least the margin away" (equivalence), and the verdict
-    p: float | None = None
-    q: float | None = None
-    verdict: str = ""
-
-
-@dataclass(frozen=True)
-class Finding:
-    """What a check found: tests (or nested findings) and the rule that combines their verdicts."""
-
-    rule: str
-    parts: tuple = ()
-    note: str = ""  # said in the report's detail column
-    verdict: str = ""  # set directly by checks that count runs (Figure 1), or when nothing could be compared
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A claim, the sentence it encodes, what the runs show and the verdict. Differences are in accuracy units."""
-
-    claim: str  # the check's name
-    text: str  # the claim in a few words
-    verdict: str  # supported | contradicted | no effect within ±m | inconclusive | not enough runs | finding
-    difference: float | None = None  # of the test shown (the one that decided the verdict)
-    interval: tuple[float, float] | None = None  # its 95% interval (unadjusted)
-    seeds: int = 0
-    detail: str = ""  # every test, with its difference, interval and verdict
-    quote: str = ""  # the paper's sentence, with its section
-    p: float | None = None  # Holm-adjusted p-value of the test shown
-    paired: bool = False
-    tests: tuple[Test, ...] = field(default_factory=tuple)
-
-
-def no_effect(margin: float) -> str:
-    return f"no effect within ±{100 * margin:g} points"
-
-
-# The table
-
-
-def per_seed(rows, metric: str = METRIC) -> dict:
-    """{seed: the mean of `metric` over that seed's rows} (pooling, e.g., the R grid)."""
-    if rows.empty:
-        return {}
-    values = rows[metric] if metric in rows else rows.apply(_METRICS[metric], axis=1)
-    return {int(s): float(v) for s, v in values.groupby(rows["seed"]).mean().items()}
-
-
-def _last(row, key: str) -> float:
-    metrics = row.get("metrics")
-    if not isinstance(metrics, list) or not metrics or key not in metrics[-1]:
-        return float("nan")
-    return float(metrics[-1][key])
-
-
-def _early_gain(row) -> float:
-    """Test accuracy at a quarter of training minus the final one (per run; compared between arms)."""
-    metrics = row.get("metrics")
-    if not isinstance(metrics, list) or not metrics:
-        return float("nan")
-    early = metrics[max(0, len(metrics) // 4 - 1)]
-    return float(early["test_accuracy"]) - float(metrics[-1]["test_accuracy"])
-
-
-_METRICS: dict[str, Callable] = {
-    "final_train_accuracy": lambda row: _last(row, "train_accuracy"),
-    "early_minus_final": _early_gain,
-}
-
-
-def _collapsed(rows, plain) -> bool:
-    if plain is None or plain.empty or rows.empty or "metrics" not in rows:
-        return False
-    mine = [v for v in per_seed(rows, "final_train_accuracy").values() if v == v]  # NaN: no train accuracy
-    theirs = [v for v in per_seed(plain, "final_train_accuracy").values() if v == v]
-    return bool(mine and theirs) and sum(mine) / len(mine) < sum(theirs) / len(theirs) - COLLAPSE
-
-
-def versus(what: str, a, b, direction: int, spec, plain=None, metric: str = METRIC) -> Test:
-    """The test of a - b (rows of the table); `plain`: plain SGD's rows, against which collapse is judged."""
-    estimate = compare(per_seed(a, metric), per_seed(b, metric))
-    collapsed = " and ".join(side for side, rows in (("first", a), ("second", b)) if _collapsed(rows, plain))
-    return Test(what, estimate, direction, spec.margin, collapsed)
-
-
-def smoothed(table):
-    return table[table["kind"].isin(["pla", "plea"])]
-
-
-def subset(table, *layers):
-    return table[(table["kind"].isin(["pla", "plea"])) & (table["layers"] == tuple(layers))]
-
-
-def plain(table):
-    return table[(table["kind"] == "none") & (table["weight_decay"] == 0)]
-
-
-def name(layers) -> str:
-    return "{" + ",".join(str(x) for x in layers) + "}"
-
-
-def radii(table) -> list[float]:
-    return sorted(smoothed(table)["radius"].unique())
-
-
-def _at(table, r):
-    return table[table["radius"] == r]
-
-
-def _r(r) -> str:
-    return f"R = {radius_text(r)}"
-
-
-def _settings(rows, keys: list[str]):
-    """(setting, rows) for each combination of `keys` present, in the table's order."""
-    present = [k for k in keys if k in rows]
-    return [(dict(zip(present, v)), g) for v, g in rows.groupby(present, sort=False)] if present else []
-
-
-def _describe(setting: dict) -> str:
-    parts = []
-    for k, v in setting.items():
-        if k == "layers":
-            parts.append(name(v))
-        elif k == "radius":
-            parts.append(_r(v))
-        elif k == "samples":
-            parts.append(f"y = {v}")
-        elif k == "weight_decay":
-            parts.append(f"weight decay {v:g}")
-        else:
-            parts.append(str(v))
-    return " ".join(parts)
-
-
-def empty(why: str) -> Finding:
-    return Finding("all", verdict="not enough runs", note=why)
-
+from pleat.reproduce.findings import (
+    METRIC,
+    Finding,
+    Test,
+    at_radius,
+    describe,
+    empty,
+    name,
+    plain,
+    radii,
+    radius_label,
+    settings_in,
+    smoothed,
+    subset,
+    versus,
+)
 
 # Figures 3 and 4 left: the 2-layer net, subsets {1}, {2}, {1,2}
 
@@ -191,8 +37,8 @@ def _beats_plain(table, spec, metric: str) -> Finding:
     if runs.empty or base.empty:
         return empty("needs smoothed and plain runs")
     tests = [
-        versus(f"{_describe(s)} against plain SGD", rows, base, +1, spec, base, metric)
-        for s, rows in _settings(runs, ["arm", "layers", "radius", "samples"])
+        versus(f"{describe(s)} against plain SGD", rows, base, +1, spec, base, metric)
+        for s, rows in settings_in(runs, ["arm", "layers", "radius", "samples"])
     ]
     return Finding("any", tuple(tests), "every smoothed setting of the budget against plain SGD")
 
@@ -213,9 +59,9 @@ def anisotropic_beats_fixed(table, spec) -> Finding:
     if fixed.empty or per_layer.empty:
         return empty("needs runs with a fixed R and runs with radii per layer")
     tests = [
-        versus(f"{_describe(s)} against {_describe(f)}", rows, base, +1, spec, plain(table))
-        for s, rows in _settings(per_layer, ["arm", "layers", "radius"])
-        for f, base in _settings(fixed, ["arm", "layers", "radius"])
+        versus(f"{describe(s)} against {describe(f)}", rows, base, +1, spec, plain(table))
+        for s, rows in settings_in(per_layer, ["arm", "layers", "radius"])
+        for f, base in settings_in(fixed, ["arm", "layers", "radius"])
     ]
     return Finding("any", tuple(tests), "every setting with radii per layer against every fixed-R setting")
 
@@ -227,10 +73,13 @@ def _curve_ends(table, layers):
     if not rs:
         return None
     if len(rs) == 1:
-        return (plain(table), "plain SGD (R = 0)"), (_at(curve, rs[0]), f"{name(layers)} at {_r(rs[0])}")
-    return (_at(curve, rs[0]), f"{name(layers)} at {_r(rs[0])}"), (
-        _at(curve, rs[-1]),
-        f"{name(layers)} at {_r(rs[-1])}",
+        return (plain(table), "plain SGD (R = 0)"), (
+            at_radius(curve, rs[0]),
+            f"{name(layers)} at {radius_label(rs[0])}",
+        )
+    return (at_radius(curve, rs[0]), f"{name(layers)} at {radius_label(rs[0])}"), (
+        at_radius(curve, rs[-1]),
+        f"{name(layers)} at {radius_label(rs[-1])}",
     )
 
 
@@ -240,9 +89,21 @@ def rise_then_degrade(table, spec) -> Finding:
         curve = subset(table, *layers)
         rs = sorted(curve["radius"].unique())
         for r in rs[1:-1]:
-            mid = _at(curve, r)
-            rise = versus(f"{name(layers)} at {_r(r)} against {_r(rs[0])}", mid, _at(curve, rs[0]), +1, spec)
-            fall = versus(f"{name(layers)} at {_r(r)} against {_r(rs[-1])}", mid, _at(curve, rs[-1]), +1, spec)
+            mid = at_radius(curve, r)
+            rise = versus(
+                f"{name(layers)} at {radius_label(r)} against {radius_label(rs[0])}",
+                mid,
+                at_radius(curve, rs[0]),
+                +1,
+                spec,
+            )
+            fall = versus(
+                f"{name(layers)} at {radius_label(r)} against {radius_label(rs[-1])}",
+                mid,
+                at_radius(curve, rs[-1]),
+                +1,
+                spec,
+            )
             parts.append(Finding("all", (rise, fall)))
     if not parts:
         return empty("needs a subset at 3 or more radii")
@@ -274,15 +135,15 @@ def isotropic_degrades(table, spec) -> Finding:
 def single_beats_isotropic(table, spec) -> Finding:
     tests = [
         versus(
-            f"{{2}} against {{1,2}} at {_r(r)}",
-            subset(_at(table, r), 2),
-            subset(_at(table, r), 1, 2),
+            f"{{2}} against {{1,2}} at {radius_label(r)}",
+            subset(at_radius(table, r), 2),
+            subset(at_radius(table, r), 1, 2),
             +1,
             spec,
             plain(table),
         )
         for r in radii(table)
-        if not subset(_at(table, r), 2).empty and not subset(_at(table, r), 1, 2).empty
+        if not subset(at_radius(table, r), 2).empty and not subset(at_radius(table, r), 1, 2).empty
     ]
     if not tests:
         return empty("needs {2} and {1,2} at a common R")
@@ -292,10 +153,10 @@ def single_beats_isotropic(table, spec) -> Finding:
 def _is_best(table, spec, winner: tuple, rivals: list[tuple], rs: list[float]) -> Finding:
     tests = []
     for r in rs:
-        at = _at(table, r)
+        at = at_radius(table, r)
         for rival in rivals:
             if not subset(at, *winner).empty and not subset(at, *rival).empty:
-                what = f"{name(winner)} against {name(rival)} at {_r(r)}"
+                what = f"{name(winner)} against {name(rival)} at {radius_label(r)}"
                 tests.append(versus(what, subset(at, *winner), subset(at, *rival), +1, spec, plain(table)))
     if not tests:
         return empty(f"needs {name(winner)} and a rival at a common R")
@@ -307,13 +168,21 @@ def layer2_best(table, spec) -> Finding:
 
 
 def isotropic_small_r_only(table, spec) -> Finding:
-    rs = [r for r in radii(table) if not subset(_at(table, r), 1).empty and not subset(_at(table, r), 1, 2).empty]
+    rs = [
+        r
+        for r in radii(table)
+        if not subset(at_radius(table, r), 1).empty and not subset(at_radius(table, r), 1, 2).empty
+    ]
     if len(rs) < 2:
         return empty("needs {1} and {1,2} at 2 or more common radii")
-    small, large = _at(table, rs[0]), _at(table, rs[-1])
+    small, large = at_radius(table, rs[0]), at_radius(table, rs[-1])
     base = plain(table)
-    competitive = versus(f"{{1,2}} against {{1}} at {_r(rs[0])}", subset(small, 1, 2), subset(small, 1), +1, spec, base)
-    behind = versus(f"{{1}} against {{1,2}} at {_r(rs[-1])}", subset(large, 1), subset(large, 1, 2), +1, spec, base)
+    competitive = versus(
+        f"{{1,2}} against {{1}} at {radius_label(rs[0])}", subset(small, 1, 2), subset(small, 1), +1, spec, base
+    )
+    behind = versus(
+        f"{{1}} against {{1,2}} at {radius_label(rs[-1])}", subset(large, 1), subset(large, 1, 2), +1, spec, base
+    )
     return Finding(
         "all",
         (Finding("not_worse", (competitive,)), behind),
@@ -330,10 +199,15 @@ def isotropic_worst_large_r(table, spec) -> Finding:
     rs = radii(table)
     if not rs:
         return empty("needs smoothed runs")
-    at = _at(table, rs[-1])
+    at = at_radius(table, rs[-1])
     tests = [
         versus(
-            f"{name(s)} against {{1,2,3}} at {_r(rs[-1])}", subset(at, *s), subset(at, 1, 2, 3), +1, spec, plain(table)
+            f"{name(s)} against {{1,2,3}} at {radius_label(rs[-1])}",
+            subset(at, *s),
+            subset(at, 1, 2, 3),
+            +1,
+            spec,
+            plain(table),
         )
         for s in SUBSETS3[:-1]
         if not subset(at, *s).empty and not subset(at, 1, 2, 3).empty
@@ -463,10 +337,10 @@ def _beats_each(table, spec, rivals, rival_keys: list[str]) -> Finding:
     if pla.empty or rivals.empty:
         return empty("needs PLA runs and runs of the rival method")
     parts = []
-    for s, rows in _settings(pla, ["arm", "layers", "radius"]):
+    for s, rows in settings_in(pla, ["arm", "layers", "radius"]):
         tests = tuple(
-            versus(f"{_describe(s)} against {_describe(r)}", rows, rival, +1, spec, plain(table))
-            for r, rival in _settings(rivals, rival_keys)
+            versus(f"{describe(s)} against {describe(r)}", rows, rival, +1, spec, plain(table))
+            for r, rival in settings_in(rivals, rival_keys)
         )
         parts.append(Finding("all", tests))
     return Finding("any", tuple(parts), "some PLA setting ahead of every setting of the rival")
@@ -489,7 +363,7 @@ def pla_plea_analogous(table, spec) -> Finding:
     pla, plea = table[table["kind"] == "pla"], table[table["kind"] == "plea"]
     tests = tuple(
         versus(
-            f"PLEA against PLA on {name(layers)} at {_r(r)}",
+            f"PLEA against PLA on {name(layers)} at {radius_label(r)}",
             rows,
             pla[(pla["radius"] == r) & (pla["layers"] == layers)],
             0,
@@ -749,193 +623,3 @@ CHECKS: dict[str, Claim] = {
         common_cooling,
     ),
 }
-
-
-# Judging: Holm over the report, then each test's verdict, then each claim's
-
-
-def _tests(finding: Finding) -> list[Test]:
-    out: list[Test] = []
-    for part in finding.parts:
-        out += _tests(part) if isinstance(part, Finding) else [part]
-    return out
-
-
-def _test_verdict(t: Test, p: float | None, q: float | None) -> str:
-    if t.estimate is None:
-        return "not enough runs"
-    if t.collapsed:
-        return "collapsed"
-    if t.direction == 0:
-        if q is not None and q < ALPHA:
-            return "supported"
-        return "contradicted" if p is not None and p < ALPHA else "inconclusive"
-    if p is not None and p < ALPHA:
-        return "supported" if (t.estimate.difference > 0) == (t.direction > 0) else "contradicted"
-    if t.margin and q is not None and q < ALPHA:
-        return no_effect(t.margin)
-    return "inconclusive"
-
-
-def _combine(rule: str, verdicts: list[str]) -> str:
-    """A finding's verdict from its parts' verdicts."""
-    if not verdicts or all(v == "not enough runs" for v in verdicts):
-        return "not enough runs"
-    nulls = [v for v in verdicts if v.startswith("no effect")]
-    null = nulls[0] if nulls else ""
-    if rule == "not_worse":
-        (v,) = verdicts
-        return "supported" if v == "supported" or null else v
-    if rule == "not_better":  # the paper says the difference is not positive
-        v = verdicts[0] if len(verdicts) == 1 else _combine("any", verdicts)
-        return "contradicted" if v == "supported" else "supported" if v == "contradicted" or null else v
-    if rule == "all":
-        if "contradicted" in verdicts:
-            return "contradicted"
-        if all(v == "supported" for v in verdicts):
-            return "supported"
-        return null or "inconclusive"
-    if rule == "any":
-        if "supported" in verdicts:
-            return "supported"
-        if all(v == "contradicted" for v in verdicts):
-            return "contradicted"
-        if all(v == "contradicted" or v.startswith("no effect") for v in verdicts):
-            return null
-        return "inconclusive"
-    if rule == "best":
-        if "contradicted" in verdicts:
-            return "contradicted"
-        if "supported" in verdicts and all(v == "supported" or v.startswith("no effect") for v in verdicts):
-            return "supported"
-        if all(v.startswith("no effect") for v in verdicts):
-            return null
-        return "inconclusive"
-    raise ValueError(f"unknown rule {rule!r}: choose one of {', '.join(RULES)}")
-
-
-def _resolve(finding: Finding, verdict_of: dict) -> str:
-    if finding.verdict:
-        return finding.verdict
-    parts = [_resolve(p, verdict_of) if isinstance(p, Finding) else verdict_of[id(p)] for p in finding.parts]
-    return _combine(finding.rule, parts)
-
-
-def _fmt(t: Test) -> str:
-    if t.estimate is None:
-        return f"{t.what}: not enough runs"
-    lo, hi = t.estimate.interval()
-    kind = "paired" if t.estimate.paired else "Welch"
-    p = "-" if t.p is None else f"{t.p:.3g}"
-    if t.q is not None:
-        p += f", equivalence p = {t.q:.3g}"
-    collapse = f"; the {t.collapsed} side collapsed" if t.collapsed else ""
-    return (
-        f"{t.what}: {100 * t.estimate.difference:+.2f} points [{100 * lo:+.2f}, {100 * hi:+.2f}] "
-        f"({kind}, {t.estimate.seeds} seeds, Holm p = {p}){collapse}: {t.verdict}"
-    )
-
-
-def judge(table, spec) -> list[Verdict]:
-    """Every claim the spec names, judged on `table`, with Holm's correction over all of their tests.
-
-    When the table has training regimes (a `regime` column: the sensitivity spec), each claim is judged within each
-    regime, as "claim [regime]", all in one Holm family. When any run collapsed (train accuracy more than 5 points
-    below plain SGD's) a last row, "collapse", says which.
-    """
-    regimes = list(dict.fromkeys(table["regime"])) if "regime" in table and not table.empty else []
-    if regimes:
-        findings = {
-            (claim, regime): CHECKS[claim].check(table[table["regime"] == regime], spec)
-            for regime in regimes
-            for claim in spec.claims
-        }
-    else:
-        findings = {(claim, ""): CHECKS[claim].check(table, spec) for claim in spec.claims}
-    tests = [(t, t.estimate) for f in findings.values() for t in _tests(f) if t.estimate and not t.collapsed]
-    p = holm([e.p_zero() if t.direction else _beyond(t) for t, e in tests])
-    equivalence = [(t, e) for t, e in tests if t.margin]
-    q = holm([e.p_equivalent(t.margin) for t, e in equivalence])
-    adjusted: dict[int, list[float | None]] = {id(t): [pv, None] for (t, _), pv in zip(tests, p)}
-    for (t, _), q_value in zip(equivalence, q):
-        adjusted[id(t)][1] = q_value
-    done: dict[int, Test] = {}
-    verdict_of: dict[int, str] = {}
-    for f in findings.values():
-        for t in _tests(f):
-            pv, qv = adjusted.get(id(t), [None, None])
-            verdict_of[id(t)] = _test_verdict(t, pv, qv)
-            done[id(t)] = Test(t.what, t.estimate, t.direction, t.margin, t.collapsed, pv, qv, verdict_of[id(t)])
-    out = []
-    for (claim, regime), f in findings.items():
-        verdict = _resolve(f, verdict_of)
-        ts = [done[id(t)] for t in _tests(f)]
-        shown = _shown(ts, verdict)
-        detail = "; ".join(_fmt(t) for t in ts) if ts else ""
-        if f.note:
-            detail = f"{f.note}. {detail}" if detail else f.note
-        out.append(
-            Verdict(
-                f"{claim} [{regime}]" if regime else claim,
-                f"{CHECKS[claim].text} ({regime})" if regime else CHECKS[claim].text,
-                verdict,
-                shown.estimate.difference if shown and shown.estimate else None,
-                shown.estimate.interval() if shown and shown.estimate else None,
-                shown.estimate.seeds
-                if shown and shown.estimate
-                else min((t.estimate.seeds for t in ts if t.estimate), default=0),
-                detail,
-                CHECKS[claim].quote,
-                _decisive_p(shown) if shown else None,
-                bool(shown and shown.estimate and shown.estimate.paired),
-                tuple(ts),
-            )
-        )
-    collapsed = []
-    for regime in regimes or [""]:
-        rows = table[table["regime"] == regime] if regime else table
-        if "kind" in rows:
-            settings = _settings(rows[rows["kind"] != "none"], ["arm", "layers", "radius", "samples"])
-            collapsed += [_describe(s) for s, runs in settings if _collapsed(runs, plain(rows))]
-    if collapsed:
-        out.append(
-            Verdict(
-                "collapse",
-                f"Settings that collapsed: final train accuracy more than {100 * COLLAPSE:g} points below plain SGD's",
-                "finding",
-                detail="; ".join(collapsed),
-                quote="not a claim of the paper: a collapsed run is an optimisation failure, so it supports no claim",
-            )
-        )
-    return out
-
-
-def _beyond(t: Test) -> float:
-    """Direction-0 tests: p-value of 'the difference lies within ±margin' (rejected: beyond the margin)."""
-    e = t.estimate
-    assert e is not None
-    shifted = Estimate(abs(e.difference) - t.margin, e.se, e.df, e.seeds, e.paired)
-    return 1.0 if shifted.difference <= 0 else shifted.p_zero()  # two-sided: the side is the data's
-
-
-def _shown(tests: list[Test], verdict: str) -> Test | None:
-    """The test that best explains the verdict: the strongest one with the claim's verdict, else the first."""
-    usable = [t for t in tests if t.estimate is not None]
-    if not usable:
-        return None
-    matching = [t for t in usable if t.verdict == verdict] or usable
-    return min(matching, key=_sort_p)
-
-
-def _sort_p(t: Test) -> tuple[bool, float, float]:
-    """Tests leaning the paper's way first, then the smallest adjusted p: for an inconclusive "some setting" claim
-    the report shows the setting that came closest to supporting it."""
-    p = _decisive_p(t)
-    leaning = t.direction == 0 or (t.estimate is not None and (t.estimate.difference > 0) == (t.direction > 0))
-    raw = t.estimate.p_zero() if t.estimate is not None else 1.0
-    return (not leaning, 1.0 if p is None else p, raw)
-
-
-def _decisive_p(t: Test) -> float | None:
-    """The adjusted p-value behind a test's verdict: equivalence for "no effect" and for matching claims."""
-    return t.q if t.verdict.startswith("no effect") or (t.direction == 0 and t.verdict == "supported") else t.p

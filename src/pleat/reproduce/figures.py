@@ -203,7 +203,7 @@ def best_settings(table, spec, budget: str):
 def paired_gains(table, spec, budget: str):
     """Sensitivity: each smoothed setting's paired gain over plain SGD of its regime, in points, with 95% intervals
     (best test accuracy left, final right), one group of bars per regime."""
-    from pleat.reproduce.claims import per_seed, plain
+    from pleat.reproduce.findings import per_seed, plain
     from pleat.reproduce.stats import compare
 
     fig, axes = new_figure((12, 4.8), 2)

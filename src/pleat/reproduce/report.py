@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from pleat.config import radius_text
-from pleat.reproduce import claims as claims_
+from pleat.reproduce import verdicts as verdicts_
 from pleat.reproduce.figures import BUDGET_NOTE, draw, subset_name
 from pleat.reproduce.results import results_table, store_dir
 from pleat.reproduce.spec import Spec, load_spec
@@ -56,7 +56,7 @@ def _table(header: list[str], rows: list[list], classes: list[str] | None = None
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _claims_html(verdicts: list[claims_.Verdict], budget: str | None) -> str:
+def _claims_html(verdicts: list[verdicts_.Verdict], budget: str | None) -> str:
     rows, classes = [], []
     for v in verdicts:
         shown = "-" if v.difference is None else f"{100 * v.difference:+.2f}"
@@ -147,7 +147,7 @@ def _environment_html(store: Path, table) -> str:
     return _table(["device", "torch", "git commit", "threads", "precision", "runs in its group", "runs"], rows)
 
 
-def _section(folder: Path, figure_dir: Path) -> tuple[str, list[claims_.Verdict], Path | None]:
+def _section(folder: Path, figure_dir: Path) -> tuple[str, list[verdicts_.Verdict], Path | None]:
     """The HTML of one sweep folder or run store, its verdicts and its figure."""
     sweep = folder / "sweep.json"
     spec, budget = None, None
@@ -170,7 +170,7 @@ def _section(folder: Path, figure_dir: Path) -> tuple[str, list[claims_.Verdict]
     parts.append(f"<p><b>What these runs hold</b>: {html.escape(_grid_text(table))}.</p>")
     figure = draw(table, spec, budget or "", figure_dir / f"{spec.name}.png")
     parts.append(_image(figure))
-    verdicts = claims_.judge(table, spec)
+    verdicts = verdicts_.judge(table, spec)
     if verdicts:
         parts.append("<h3>Claims</h3>" + _claims_html(verdicts, budget))
     parts.append("<h3>Runs</h3>" + _groups_html(table))
@@ -179,7 +179,7 @@ def _section(folder: Path, figure_dir: Path) -> tuple[str, list[claims_.Verdict]
     return "\n".join(parts), verdicts, figure
 
 
-def write_report(folders: list[str | Path], path: str | Path) -> tuple[Path, list[claims_.Verdict], list[Path]]:
+def write_report(folders: list[str | Path], path: str | Path) -> tuple[Path, list[verdicts_.Verdict], list[Path]]:
     """Write the report of `folders` to `path` (figures beside it as PNG too); returns (path, verdicts, figures)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,152 @@
+"""What a claim's check states, and the results table it reads.
+
+A check (`pleat.reproduce.claims`) returns a `Finding`: its `Test`s, one comparison of two sets of runs each, and
+the rule that combines their verdicts (`pleat.reproduce.verdicts`). The table has one row per finished run: its
+arm, its config keys (`layers` as a tuple, `radius`, `seed`, ...), `best_test_accuracy`, `final_test_accuracy` and
+`metrics` (the per-epoch records). A test compares two sets of runs through one value per seed (the mean over the
+keys it pools, e.g. the R grid): paired over common seeds, Welch otherwise (see `pleat.reproduce.stats`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pleat.config import radius_text
+from pleat.reproduce.stats import Estimate, compare
+
+METRIC = "best_test_accuracy"  # the paper's early-stopping view
+COLLAPSE = 0.05  # train accuracy this far below plain SGD's is a collapse, not a regularisation effect
+RULES = ("all", "any", "best", "not_worse", "not_better")
+
+
+@dataclass(frozen=True)
+class Test:
+    """One comparison a - b: the paper says a > b (direction +1), a < b (-1) or a = b within the margin (0)."""
+
+    what: str
+    estimate: Estimate | None
+    direction: int
+    margin: float = 0.0
+    collapsed: str = ""  # which side collapsed, if one did
+    # filled by `judge`: Holm-adjusted p-values of "no difference" (or, direction 0, "beyond the margin") and
+    # of "at least the margin away" (equivalence), and the verdict
+    p: float | None = None
+    q: float | None = None
+    verdict: str = ""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a check found: tests (or nested findings) and the rule that combines their verdicts."""
+
+    rule: str
+    parts: tuple = ()
+    note: str = ""  # said in the report's detail column
+    verdict: str = ""  # set directly by checks that count runs (Figure 1), or when nothing could be compared
+
+
+def no_effect(margin: float) -> str:
+    return f"no effect within ±{100 * margin:g} points"
+
+
+# The table
+
+
+def per_seed(rows, metric: str = METRIC) -> dict:
+    """{seed: the mean of `metric` over that seed's rows} (pooling, e.g., the R grid)."""
+    if rows.empty:
+        return {}
+    values = rows[metric] if metric in rows else rows.apply(_METRICS[metric], axis=1)
+    return {int(s): float(v) for s, v in values.groupby(rows["seed"]).mean().items()}
+
+
+def _last(row, key: str) -> float:
+    metrics = row.get("metrics")
+    if not isinstance(metrics, list) or not metrics or key not in metrics[-1]:
+        return float("nan")
+    return float(metrics[-1][key])
+
+
+def _early_gain(row) -> float:
+    """Test accuracy at a quarter of training minus the final one (per run; compared between arms)."""
+    metrics = row.get("metrics")
+    if not isinstance(metrics, list) or not metrics:
+        return float("nan")
+    early = metrics[max(0, len(metrics) // 4 - 1)]
+    return float(early["test_accuracy"]) - float(metrics[-1]["test_accuracy"])
+
+
+_METRICS: dict[str, Callable] = {
+    "final_train_accuracy": lambda row: _last(row, "train_accuracy"),
+    "early_minus_final": _early_gain,
+}
+
+
+def has_collapsed(rows, plain) -> bool:
+    if plain is None or plain.empty or rows.empty or "metrics" not in rows:
+        return False
+    mine = [v for v in per_seed(rows, "final_train_accuracy").values() if v == v]  # NaN: no train accuracy
+    theirs = [v for v in per_seed(plain, "final_train_accuracy").values() if v == v]
+    return bool(mine and theirs) and sum(mine) / len(mine) < sum(theirs) / len(theirs) - COLLAPSE
+
+
+def versus(what: str, a, b, direction: int, spec, plain=None, metric: str = METRIC) -> Test:
+    """The test of a - b (rows of the table); `plain`: plain SGD's rows, against which collapse is judged."""
+    estimate = compare(per_seed(a, metric), per_seed(b, metric))
+    collapsed = " and ".join(side for side, rows in (("first", a), ("second", b)) if has_collapsed(rows, plain))
+    return Test(what, estimate, direction, spec.margin, collapsed)
+
+
+def smoothed(table):
+    return table[table["kind"].isin(["pla", "plea"])]
+
+
+def subset(table, *layers):
+    return table[(table["kind"].isin(["pla", "plea"])) & (table["layers"] == tuple(layers))]
+
+
+def plain(table):
+    return table[(table["kind"] == "none") & (table["weight_decay"] == 0)]
+
+
+def name(layers) -> str:
+    return "{" + ",".join(str(x) for x in layers) + "}"
+
+
+def radii(table) -> list[float]:
+    return sorted(smoothed(table)["radius"].unique())
+
+
+def at_radius(table, r):
+    return table[table["radius"] == r]
+
+
+def radius_label(r) -> str:
+    return f"R = {radius_text(r)}"
+
+
+def settings_in(rows, keys: list[str]):
+    """(setting, rows) for each combination of `keys` present, in the table's order."""
+    present = [k for k in keys if k in rows]
+    return [(dict(zip(present, v)), g) for v, g in rows.groupby(present, sort=False)] if present else []
+
+
+def describe(setting: dict) -> str:
+    parts = []
+    for k, v in setting.items():
+        if k == "layers":
+            parts.append(name(v))
+        elif k == "radius":
+            parts.append(radius_label(v))
+        elif k == "samples":
+            parts.append(f"y = {v}")
+        elif k == "weight_decay":
+            parts.append(f"weight decay {v:g}")
+        else:
+            parts.append(str(v))
+    return " ".join(parts)
+
+
+def empty(why: str) -> Finding:
+    return Finding("all", verdict="not enough runs", note=why)
