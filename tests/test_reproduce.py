@@ -191,6 +191,40 @@ def test_a_sweep_takes_the_finished_runs_of_the_sweeps_it_reuses(tmp_path, tiny)
         assert read_metrics(theirs / "metrics.jsonl") == read_metrics(run / "metrics.jsonl")
 
 
+def test_progress_says_how_far_each_run_is_and_times_what_is_left_by_work_done(tmp_path):
+    """Between finished runs the progress reads each run's checkpointed epoch: it names the runs part-way through,
+    and its ETA is the elapsed time scaled by the estimated work left over the work done since it started (a
+    resumed run's earlier epochs are not this session's work); a failed run's epochs leave the ETA."""
+    import io
+    import re
+
+    from pleat.reproduce.sweep import Progress
+
+    a, b, c = (tmp_path / x for x in "abc")
+    for folder in (a, b, c):
+        folder.mkdir()
+    (a / "state.json").write_text(json.dumps({"epoch": 2}))  # resumed: 2 epochs trained by an earlier session
+    stream = io.StringIO()
+    watch = [("A", a, 10, 100.0), ("B", b, 10, 300.0), ("C", c, 5, 50.0)]
+    progress = Progress(3, 1, 450.0, stream=stream, watch=watch, every=0.02)
+    assert progress.eta() == 450.0  # no work done yet: the estimate
+    progress.started -= 60
+    (a / "state.json").write_text(json.dumps({"epoch": 6}))  # 4 epochs of A this session: 40 s of estimated work
+    # left: A 40 s, B 300 s, C 50 s = 390 s of estimate, done 40 s in 60 s: ETA 60 * 390 / 40 = 585 s
+    assert progress.eta() == pytest.approx(585, rel=0.01)
+    deadline = time.time() + 10
+    while "training" not in stream.getvalue() and time.time() < deadline:
+        time.sleep(0.01)
+    progress.finished("C", None, "boom")  # C failed: its 50 s of work are never done
+    assert progress.eta() == pytest.approx(60 * 340 / 40, rel=0.01)
+    (b / "result.json").write_text("{}")  # B finished: all its work is done
+    assert progress.eta() == pytest.approx(60 * 40 / 340, rel=0.01)
+    progress.close()
+    beats = [line for line in stream.getvalue().splitlines() if line.startswith("  training")]
+    assert beats and all(re.fullmatch(r"  training A at epoch [26]/10; ETA \d+ (s|min)", line) for line in beats)
+    assert "[1/3] FAILED C: boom" in stream.getvalue()
+
+
 def test_dry_run_lists_the_runs_and_trains_nothing(tmp_path, capsys, tiny):
     assert main(["reproduce", str(tiny), "--dry-run", "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out

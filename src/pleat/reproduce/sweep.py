@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,10 +20,11 @@ from pleat.reproduce.report import write_sweep_report
 from pleat.reproduce.spec import Run, Spec, expand, load_spec, swept
 
 # Seconds per 1,000 examples per epoch on the team's 2-core CPU using both cores (one two-thread run, or two
-# one-thread runs at half the speed each), measured on 2026-12-01: fc2 plain 1.8 s an epoch of Fashion-MNIST, PLA
-# (y = 4) on {2} / {1} / {1,2} 6.5 / 7.8 / 11.7 s; 5,000 examples at one thread 0.65 s with the 10,000-image
-# evaluation. fc3, fc4 and the CNNs scaled by their arithmetic. Evaluation costs about a third of a training step.
-_PLAIN_SECONDS = {"fc2": 0.03, "fc3": 0.045, "fc4": 0.06, "cnn-cifar10": 2.4, "cnn-stl10": 30.0}
+# one-thread runs at half the speed each), with the evaluation (about a third of a training step). Measured on the
+# decisive sweeps of 2026-12-01, one run alone on the VM: fc2 plain 3.1 s an epoch of Fashion-MNIST, PLA (y = 4) on
+# {2} 9.9-10.2 s, on {1,2} 18.8 s; fc4 plain with the per-weight probe 7 s. (An earlier measurement, 1.8 s for fc2
+# plain, made every estimate about 1.6x too short.) fc3 and the CNNs scaled by their arithmetic.
+_PLAIN_SECONDS = {"fc2": 0.048, "fc3": 0.072, "fc4": 0.096, "cnn-cifar10": 3.8, "cnn-stl10": 48.0}
 _TRAIN_SIZE = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000, "stl10": 5000}
 # what a run costs besides its epochs: loading and checking the data, the store, the first steps (the smoke Fig 3
 # sweep, 14 runs of 1,000 examples for one epoch, took 39 s)
@@ -71,10 +73,27 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-class Progress:
-    """Runs done, running and left, with an ETA: a bar on a terminal, one line per finished run otherwise."""
+def _epoch(folder: Path, epochs: int) -> int:
+    """The epochs a run folder holds: all when finished, else what its state.json names (0 before the first)."""
+    if (folder / "result.json").exists():
+        return epochs
+    try:
+        return int(json.loads((folder / "state.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError):  # no checkpoint yet (a Ray run trains elsewhere)
+        return 0
 
-    def __init__(self, total: int, workers: int, estimate: float, stream=None):
+
+class Progress:
+    """Runs done, running and left, with an ETA: a bar on a terminal, one line per finished run otherwise.
+
+    `watch` lists each run to train as (what, its folder, its epochs, its estimated seconds). Every `every`
+    seconds (10 on a terminal, 5 minutes in a log) a thread reads the epoch each has checkpointed and says which are
+    training and how far; the ETA then comes from the work done so far (each run's epochs weighted by its estimate),
+    not from counting runs, which is far off while one long run trains. Ray's runs train in the workers' folders:
+    they show no epochs and the ETA counts runs.
+    """
+
+    def __init__(self, total: int, workers: int, estimate: float, stream=None, watch=(), every: float | None = None):
         self.total, self.workers, self.estimate = total, workers, estimate
         self.stream = stream or sys.stderr
         self.done = self.failed = 0
@@ -84,15 +103,52 @@ class Progress:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, unit="run", file=self.stream, dynamic_ncols=True)
+        # (what, folder, epochs, seconds, the epoch it started from): one list, replaced whole, read by the thread
+        self.watch = [(w, Path(f), n, sec, _epoch(Path(f), n)) for w, f, n, sec in watch]
+        self._stop = threading.Event()
+        self._beat = None
+        every = every if every is not None else 10.0 if self.bar is not None else 300.0
+        if self.watch and every > 0:
+            self._beat = threading.Thread(target=self._heartbeat, args=(every,), daemon=True)
+            self._beat.start()
+
+    def _work(self) -> tuple[float, float, list[str]]:
+        """Estimated seconds of training done since the start and left, and the runs part-way through."""
+        done = left = 0.0
+        training = []
+        for what, folder, epochs, seconds, first in self.watch:
+            now = _epoch(folder, epochs)
+            done += seconds * (now - first) / epochs
+            left += seconds * (epochs - now) / epochs
+            if 0 < now < epochs:
+                training.append(f"{what} at epoch {now}/{epochs}")
+        return done, left, training
 
     def eta(self) -> float:
-        left = self.total - self.done
+        if self.watch:
+            done, left, _ = self._work()
+            if done > 0:
+                return (time.time() - self.started) * left / done
+        left_runs = self.total - self.done
         if not self.done:
             return self.estimate
-        return (time.time() - self.started) / self.done * left
+        return (time.time() - self.started) / self.done * left_runs
+
+    def _heartbeat(self, every: float) -> None:
+        while not self._stop.wait(every):
+            _, _, training = self._work()
+            if not training:
+                continue
+            status = f"{'; '.join(training)}; ETA {_duration(self.eta())}"
+            if self.bar is not None:
+                self.bar.set_postfix_str(status)
+            else:
+                print(f"  training {status}", file=self.stream, flush=True)
 
     def finished(self, what: str, result: dict | None, error: str | None) -> None:
         self.done += 1
+        if error:  # a failed run's epochs are never trained: they leave the ETA
+            self.watch = [w for w in self.watch if w[0] != what]
         self.failed += error is not None
         running = min(self.workers, self.total - self.done)
         left = self.total - self.done - running
@@ -111,6 +167,9 @@ class Progress:
             print(f"[{self.done}/{self.total}] {line}; {status}", file=self.stream, flush=True)
 
     def close(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
         if self.bar is not None:
             self.bar.close()
 
@@ -196,7 +255,11 @@ def reproduce(
             stream_of_runs = executors.local(jobs, workers)
         else:
             stream_of_runs = executors.ray(jobs, address, cpus=cpus_per_task, gpus=gpus_per_task)
-        progress = Progress(len(todo), parallel, estimate)
+        watch = [
+            (_describe(r, keys), Path(r.config.out_dir) / r.config.key(), r.config.epochs, estimate_seconds(r))
+            for r in todo
+        ]
+        progress = Progress(len(todo), parallel, estimate, watch=watch)
         try:
             for config, result, error in stream_of_runs:
                 progress.finished(_describe(by_key[config.key()], keys), result, error)
