@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -196,7 +197,6 @@ def test_progress_says_how_far_each_run_is_and_times_what_is_left_by_work_done(t
     and its ETA is the elapsed time scaled by the estimated work left over the work done since it started (a
     resumed run's earlier epochs are not this session's work); a failed run's epochs leave the ETA."""
     import io
-    import re
 
     from pleat.reproduce.sweep import Progress
 
@@ -231,6 +231,25 @@ def test_dry_run_lists_the_runs_and_trains_nothing(tmp_path, capsys, tiny):
     assert "10 runs, 0 finished, 10 to train" in out and out.count("todo") == 10
     assert "plain seed=1" in out and "PLA layers=[1,2] radius=0.05 seed=0" in out
     assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_times_a_resumed_run_by_the_epochs_it_has_left(tmp_path, capsys, tiny):
+    from pleat.reproduce.sweep import estimate_seconds, seconds_left
+
+    run = next(r for r in expand(load_spec(tiny), "paper", out_dir=str(tmp_path / "runs")) if r.arm == "plain")
+    folder = tmp_path / "runs" / run.config.key()
+    assert seconds_left(run) == estimate_seconds(run)
+    folder.mkdir(parents=True)
+    (folder / "state.json").write_text(json.dumps({"epoch": 2}))  # 2 of its 3 epochs checkpointed
+    assert seconds_left(run) == pytest.approx(estimate_seconds(run) / 3)
+    assert main(["reproduce", str(tiny), "--budget", "paper", "--dry-run", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "15 to train" in out
+        and out.count("todo") == 14
+        and out.count("at 2/3") == 1
+        and re.search(r"at 2/3 +plain seed=0 ", out)
+    )
 
 
 @needs_data

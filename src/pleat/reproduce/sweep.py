@@ -54,6 +54,13 @@ def estimate_seconds(run: Run) -> float:
     return _RUN_OVERHEAD + c.epochs * (n * factor + test / 3) / 1000 * _PLAIN_SECONDS[c.model]
 
 
+def seconds_left(run: Run) -> float:
+    """`estimate_seconds` for the epochs a run has still to train: a run resumes from its last checkpoint."""
+    c = run.config
+    trained = _epoch(Path(c.out_dir) / c.key(), c.epochs)
+    return estimate_seconds(run) * (c.epochs - trained) / c.epochs
+
+
 _UNUSED = {"none": {"layers", "radius", "samples", "sharpness"}, "sam": {"layers", "samples", "sharpness"}}
 
 
@@ -217,7 +224,7 @@ def reproduce(
     todo.sort(key=lambda r: (regimes.index(r.regime), r.config.seed, estimate_seconds(r)))
     keys = swept(runs)
     parallel = workers if executor == "local" else max(1, int(executors.cores() // cpus_per_task))
-    estimate = sum(estimate_seconds(r) for r in todo)  # the workers share the machine's cores
+    estimate = sum(seconds_left(r) for r in todo)  # the workers share the machine's cores
     configs = [r.config for r in todo]
     if vectorise:
         jobs = packing.pack(configs, packing.memory_budget(_device(device)) // parallel, parts=parallel)
@@ -231,8 +238,9 @@ def reproduce(
     )
     if dry_run:
         for r in runs:
-            state = "todo" if r in todo else "finished"
-            print(f"  {state:8} {_describe(r, keys)}  ~{_duration(estimate_seconds(r))}", file=stream)
+            trained = _epoch(Path(r.config.out_dir) / r.config.key(), r.config.epochs)
+            state = "finished" if r not in todo else f"at {trained}/{r.config.epochs}" if trained else "todo"
+            print(f"  {state:8} {_describe(r, keys)}  ~{_duration(seconds_left(r))}", file=stream)
         return {
             "runs": len(runs),
             "trained": 0,
