@@ -1,5 +1,6 @@
 """pleat reproduce: grid expansion, sweeps on the local pool and on Ray, resume after SIGKILL, the report."""
 
+import io
 import json
 import os
 import re
@@ -181,6 +182,11 @@ def test_a_sweep_takes_the_finished_runs_of_the_sweeps_it_reuses(tmp_path, tiny)
     first = reproduce(tiny, budget="smoke", out=tmp_path / "tiny-smoke", data_dir=str(SHARED), seeds=1, workers=1)
     other = tmp_path / "other.toml"
     other.write_text(TINY.replace('name = "tiny"', 'name = "other"\nreuse = ["tiny"]'))
+    stream = io.StringIO()
+    reproduce(other, budget="smoke", out=tmp_path / "other-smoke", seeds=1, dry_run=True, stream=stream)
+    planned = stream.getvalue()  # a dry run counts what it would take as finished, and takes nothing
+    assert "would take 5 finished runs" in planned and "0 to train" in planned and planned.count("taken") == 5
+    assert not (tmp_path / "other-smoke").exists()
     again = reproduce(other, budget="smoke", out=tmp_path / "other-smoke", data_dir=str(SHARED), seeds=1, workers=1)
     assert first["trained"] == 5 and again["trained"] == 0
     for run in (tmp_path / "tiny-smoke" / "runs").iterdir():
@@ -196,8 +202,6 @@ def test_progress_says_how_far_each_run_is_and_times_what_is_left_by_work_done(t
     """Between finished runs the progress reads each run's checkpointed epoch: it names the runs part-way through,
     and its ETA is the elapsed time scaled by the estimated work left over the work done since it started (a
     resumed run's earlier epochs are not this session's work); a failed run's epochs leave the ETA."""
-    import io
-
     from pleat.reproduce.sweep import Progress
 
     a, b, c = (tmp_path / x for x in "abc")

@@ -22,8 +22,9 @@ from pleat.reproduce.spec import Run, Spec, expand, load_spec, swept
 # Seconds per 1,000 examples per epoch on the team's 2-core CPU using both cores (one two-thread run, or two
 # one-thread runs at half the speed each), with the evaluation (about a third of a training step). Measured on the
 # decisive sweeps of 2026-12-01, one run alone on the VM: fc2 plain 3.1 s an epoch of Fashion-MNIST, PLA (y = 4) on
-# {2} 9.9-10.2 s, on {1,2} 18.8 s; fc4 plain with the per-weight probe 7 s. (An earlier measurement, 1.8 s for fc2
-# plain, made every estimate about 1.6x too short.) fc3 and the CNNs scaled by their arithmetic.
+# {2} 9.9-10.2 s, on {1,2} 18.8 s; fc4 plain with the per-weight probe 7.5-8 s (the probe's share is counted apart,
+# in estimate_seconds). An earlier measurement, 1.8 s for fc2 plain, made every estimate about 1.6x too short.
+# fc3 and the CNNs scaled by their arithmetic.
 _PLAIN_SECONDS = {"fc2": 0.048, "fc3": 0.072, "fc4": 0.096, "cnn-cifar10": 3.8, "cnn-stl10": 48.0}
 _TRAIN_SIZE = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000, "stl10": 5000}
 # what a run costs besides its epochs: loading and checking the data, the store, the first steps (the smoke Fig 3
@@ -51,6 +52,8 @@ def estimate_seconds(run: Run) -> float:
     factor = {"none": 1.0, "sam": 2.0, "noise": 1.3}.get(c.kind)
     if factor is None:
         factor = 1 + _point_cost(run) * c.samples
+    if c.probe_estimator == "weight":  # fc4 on MNIST: 7.5-8 s an epoch with it, against the 6.1 s of plain steps
+        factor *= 1.25
     return _RUN_OVERHEAD + c.epochs * (n * factor + test / 3) / 1000 * _PLAIN_SECONDS[c.model]
 
 
@@ -214,11 +217,20 @@ def reproduce(
     workers = workers or default_workers()
     out = Path(out or Path("results") / f"{spec.name}-{budget}")
     runs = expand(spec, budget, seeds, out_dir=str(out / "runs"), data_dir=data_dir, device=device, progress=False)
-    if not dry_run:
+    if dry_run:
+        taken = reusable(spec, budget, runs, out)
+        if taken:
+            print(f"would take {len(taken)} finished runs from the sweeps {', '.join(spec.reuse)}", file=stream)
+    else:
+        taken = {}
         reused = take_finished(spec, budget, runs, out)
         if reused:
             print(f"took {reused} finished runs from the sweeps {', '.join(spec.reuse)}", file=stream)
-    todo = [r for r in runs if not (Path(r.config.out_dir) / r.config.key() / "result.json").exists()]
+    todo = [
+        r
+        for r in runs
+        if r.config.key() not in taken and not (Path(r.config.out_dir) / r.config.key() / "result.json").exists()
+    ]
     regimes = list(dict.fromkeys(r.regime for r in runs))
     # regime by regime, seed by seed, cheapest first: a sweep cut short leaves complete paired sets
     todo.sort(key=lambda r: (regimes.index(r.regime), r.config.seed, estimate_seconds(r)))
@@ -239,7 +251,8 @@ def reproduce(
     if dry_run:
         for r in runs:
             trained = _epoch(Path(r.config.out_dir) / r.config.key(), r.config.epochs)
-            state = "finished" if r not in todo else f"at {trained}/{r.config.epochs}" if trained else "todo"
+            state = "taken" if r.config.key() in taken else "finished" if r not in todo else "todo"
+            state = f"at {trained}/{r.config.epochs}" if state == "todo" and trained else state
             print(f"  {state:8} {_describe(r, keys)}  ~{_duration(seconds_left(r))}", file=stream)
         return {
             "runs": len(runs),
@@ -281,25 +294,34 @@ def reproduce(
     return {"runs": len(runs), "trained": len(todo), "failed": failed, "diverged": diverged, **report}
 
 
-def take_finished(spec: Spec, budget: str, runs: list[Run], out: Path) -> int:
-    """Import the runs that the sweeps `spec.reuse` (beside `out`, at the same budget) hold finished: a run is its
-    config, so the same config trained for another figure is the same run. Returns how many were taken."""
-    from pleat.store import import_run, read_metrics
-
-    taken = 0
+def reusable(spec: Spec, budget: str, runs: list[Run], out: Path) -> dict[str, Path]:
+    """The runs that the sweeps `spec.reuse` (beside `out`, at the same budget) hold finished and this sweep lacks,
+    by run key: a run is its config, so the same config trained for another figure is the same run."""
+    found: dict[str, Path] = {}
     for name in spec.reuse:
         source = out.parent / f"{name}-{budget}" / "runs"
         for run in runs:
             key = run.config.key()
             theirs, mine = source / key, Path(run.config.out_dir) / key
-            if (mine / "result.json").exists() or not (theirs / "result.json").exists():
-                continue
-            env = json.loads((theirs / "environment.json").read_text())
-            result = json.loads((theirs / "result.json").read_text())
-            result.pop("run", None)
-            import_run(run.config, env, read_metrics(theirs / "metrics.jsonl"), result)
-            taken += 1
-    return taken
+            if key not in found and not (mine / "result.json").exists() and (theirs / "result.json").exists():
+                found[key] = theirs
+    return found
+
+
+def take_finished(spec: Spec, budget: str, runs: list[Run], out: Path) -> int:
+    """Import the `reusable` runs into this sweep's store. Returns how many were taken."""
+    from pleat.store import import_run, read_metrics
+
+    found = reusable(spec, budget, runs, out)
+    for run in runs:
+        theirs = found.get(run.config.key())
+        if theirs is None:
+            continue
+        env = json.loads((theirs / "environment.json").read_text())
+        result = json.loads((theirs / "result.json").read_text())
+        result.pop("run", None)
+        import_run(run.config, env, read_metrics(theirs / "metrics.jsonl"), result)
+    return len(found)
 
 
 def _device(device: str) -> str:
