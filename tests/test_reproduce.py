@@ -320,6 +320,13 @@ def test_report_of_a_plain_run_store(tmp_path, capsys):
     assert (tmp_path / "store" / "report.html").exists()
 
 
+def test_a_report_of_a_missing_folder_names_the_fix_and_writes_nothing(tmp_path, capsys):
+    missing = tmp_path / "results" / "fig3-quik"
+    assert main(["report", str(missing)]) == 2
+    assert "is not a folder: give sweep folders" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
 @needs_data
 @pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun_finishes_only_what_is_missing(tmp_path, few):

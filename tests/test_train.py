@@ -130,7 +130,8 @@ def test_corruption_is_detected(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--set", "foo=1"], "unknown config key 'foo'"),
+        (["--set", "foo=1"], "unknown config key 'foo'; known keys"),
+        (["--set", "layer=[2]"], "unknown config key 'layer'; did you mean 'layers'?"),
         (["--radius", "-0.5"], "'radius'"),
         (["--dataset", "imagenet"], "'dataset'"),
         (["--batch-size", "0"], "'batch_size'"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -186,7 +187,9 @@ class Config:
             if key in RETIRED_KEYS:
                 continue
             if key not in fields:
-                raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(fields)}")
+                close = difflib.get_close_matches(key, fields, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"unknown config key {key!r}; {hint}known keys: {', '.join(fields)}")
             out[key] = _coerce(key, value, fields[key].default)
         return cls(**out)
 

@@ -182,11 +182,15 @@ def _section(folder: Path, figure_dir: Path) -> tuple[str, list[verdicts_.Verdic
 def write_report(folders: list[str | Path], path: str | Path) -> tuple[Path, list[verdicts_.Verdict], list[Path]]:
     """Write the report of `folders` to `path` (figures beside it as PNG too); returns (path, verdicts, figures)."""
     path = Path(path)
+    for folder in map(Path, folders):  # before anything is written: the report's folder may be one of them
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder} is not a folder: give sweep folders (pleat reproduce's results, e.g. results/fig3-quick) "
+                "or run stores (pleat train's runs/)"
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     sections, verdicts, figures = [], [], []
     for folder in map(Path, folders):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is not a folder of runs")
         body, found, figure = _section(folder, path.parent)
         sections.append(body)
         verdicts += found
