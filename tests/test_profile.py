@@ -57,4 +57,6 @@ def test_cli_profile_of_a_trained_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "its checkpoint of epoch 1" in out and "suggested:" in out and "fc2" in out
     assert (run / "profile.png").exists()
+    capsys.readouterr()
     assert main(["profile", str(tmp_path / "nothing")]) == 2  # neither a run folder nor a config file
+    assert "does not exist: give a run folder (RUNS/<key>) or a TOML config" in capsys.readouterr().err

@@ -129,6 +129,8 @@ def _profile(args) -> int:
 
     target = Path(args.target) if args.target else None
     overrides = {"data_dir": args.data_dir} if args.data_dir else {}
+    if target is not None and not target.exists():
+        raise FileNotFoundError(f"{target} does not exist: give a run folder (RUNS/<key>) or a TOML config")
     if target is not None and target.is_dir():
         if not (target / "config.json").exists():
             raise FileNotFoundError(f"{target} holds no config.json: give a run folder (RUNS/<key>) or a TOML file")
