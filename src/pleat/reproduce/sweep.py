@@ -217,15 +217,12 @@ def reproduce(
     workers = workers or default_workers()
     out = Path(out or Path("results") / f"{spec.name}-{budget}")
     runs = expand(spec, budget, seeds, out_dir=str(out / "runs"), data_dir=data_dir, device=device, progress=False)
-    if dry_run:
-        taken = reusable(spec, budget, runs, out)
-        if taken:
-            print(f"would take {len(taken)} finished runs from the sweeps {', '.join(spec.reuse)}", file=stream)
-    else:
-        taken = {}
-        reused = take_finished(spec, budget, runs, out)
-        if reused:
-            print(f"took {reused} finished runs from the sweeps {', '.join(spec.reuse)}", file=stream)
+    taken = reusable(spec, budget, runs, out)
+    if taken:
+        if not dry_run:
+            _import(runs, taken)
+        verb = "would take" if dry_run else "took"
+        print(f"{verb} {len(taken)} finished runs from the sweeps {', '.join(spec.reuse)}", file=stream)
     todo = [
         r
         for r in runs
@@ -250,10 +247,12 @@ def reproduce(
     )
     if dry_run:
         for r in runs:
-            trained = _epoch(Path(r.config.out_dir) / r.config.key(), r.config.epochs)
-            state = "taken" if r.config.key() in taken else "finished" if r not in todo else "todo"
-            state = f"at {trained}/{r.config.epochs}" if state == "todo" and trained else state
-            print(f"  {state:8} {_describe(r, keys)}  ~{_duration(seconds_left(r))}", file=stream)
+            if r not in todo:
+                state, left = "taken" if r.config.key() in taken else "finished", 0.0
+            else:
+                trained = _epoch(Path(r.config.out_dir) / r.config.key(), r.config.epochs)
+                state, left = f"at {trained}/{r.config.epochs}" if trained else "todo", seconds_left(r)
+            print(f"  {state:8} {_describe(r, keys)}  ~{_duration(left)}", file=stream)
         return {
             "runs": len(runs),
             "trained": 0,
@@ -310,9 +309,15 @@ def reusable(spec: Spec, budget: str, runs: list[Run], out: Path) -> dict[str, P
 
 def take_finished(spec: Spec, budget: str, runs: list[Run], out: Path) -> int:
     """Import the `reusable` runs into this sweep's store. Returns how many were taken."""
+    found = reusable(spec, budget, runs, out)
+    _import(runs, found)
+    return len(found)
+
+
+def _import(runs: list[Run], found: dict[str, Path]) -> None:
+    """Copy each run of `found` (run key -> its finished folder elsewhere) into the store of `runs`."""
     from pleat.store import import_run, read_metrics
 
-    found = reusable(spec, budget, runs, out)
     for run in runs:
         theirs = found.get(run.config.key())
         if theirs is None:
@@ -321,7 +326,6 @@ def take_finished(spec: Spec, budget: str, runs: list[Run], out: Path) -> int:
         result = json.loads((theirs / "result.json").read_text())
         result.pop("run", None)
         import_run(run.config, env, read_metrics(theirs / "metrics.jsonl"), result)
-    return len(found)
 
 
 def _device(device: str) -> str:
