@@ -327,6 +327,19 @@ def test_a_report_of_a_missing_folder_names_the_fix_and_writes_nothing(tmp_path,
     assert not (tmp_path / "results").exists()
 
 
+def test_a_report_of_a_folder_of_sweeps_reports_each_sweep(tmp_path, capsys, tiny):
+    for name in ("tiny-smoke", "tiny-quick"):  # two sweeps that have not finished a run yet
+        sweep = tmp_path / "results" / name
+        sweep.mkdir(parents=True)
+        (sweep / "sweep.json").write_text(json.dumps({"spec": "tiny", "budget": name[5:], "seeds": None}))
+        (sweep / "spec.toml").write_text(TINY)
+    (tmp_path / "results" / "notes").mkdir()  # not a sweep: left out
+    assert main(["report", str(tmp_path / "results")]) == 0
+    page = (tmp_path / "results" / "report.html").read_text()
+    assert page.count("A tiny sweep for tests") == 2 and page.count("No finished run yet") == 2
+    assert "tiny-quick" in page and "tiny-smoke" in page and "notes" not in page
+
+
 @needs_data
 @pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun_finishes_only_what_is_missing(tmp_path, few):

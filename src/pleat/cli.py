@@ -215,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     rep.set_defaults(run=_reproduce)
     report = sub.add_parser("report", help="one self-contained HTML report of sweep folders or run stores")
-    report.add_argument("dirs", nargs="+", help="sweep folders (from pleat reproduce) or run stores")
+    report.add_argument(
+        "dirs", nargs="+", help="sweep folders (from pleat reproduce; results/ for all of them) or run stores"
+    )
     report.add_argument(
         "--out", help="the HTML file to write (default: report.html in the one folder given, else in this folder)"
     )

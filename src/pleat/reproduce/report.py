@@ -179,6 +179,13 @@ def _section(folder: Path, figure_dir: Path) -> tuple[str, list[verdicts_.Verdic
     return "\n".join(parts), verdicts, figure
 
 
+def _sweeps_in(folder: Path) -> list[Path]:
+    """A sweep folder or run store as it is; a folder of sweep folders (`results/`) as each of them."""
+    if (folder / "sweep.json").exists() or (folder / "runs").is_dir():
+        return [folder]
+    return sorted(p for p in folder.iterdir() if (p / "sweep.json").exists()) or [folder]
+
+
 def write_report(folders: list[str | Path], path: str | Path) -> tuple[Path, list[verdicts_.Verdict], list[Path]]:
     """Write the report of `folders` to `path` (figures beside it as PNG too); returns (path, verdicts, figures)."""
     path = Path(path)
@@ -190,7 +197,7 @@ def write_report(folders: list[str | Path], path: str | Path) -> tuple[Path, lis
             )
     path.parent.mkdir(parents=True, exist_ok=True)
     sections, verdicts, figures = [], [], []
-    for folder in map(Path, folders):
+    for folder in (sweep for f in folders for sweep in _sweeps_in(Path(f))):
         body, found, figure = _section(folder, path.parent)
         sections.append(body)
         verdicts += found
