@@ -338,6 +338,10 @@ def test_a_report_of_a_folder_of_sweeps_reports_each_sweep(tmp_path, capsys, tin
     page = (tmp_path / "results" / "report.html").read_text()
     assert page.count("A tiny sweep for tests") == 2 and page.count("No finished run yet") == 2
     assert "tiny-quick" in page and "tiny-smoke" in page and "notes" not in page
+    capsys.readouterr()
+    assert main(["runs", str(tmp_path / "results")]) == 0  # runs of a folder of sweeps: it names them
+    said = capsys.readouterr().out
+    assert "it holds the sweeps tiny-quick, tiny-smoke: pleat runs" in said and "results/tiny-quick" in said
 
 
 @needs_data

@@ -53,6 +53,8 @@ def _train(args) -> int:
 
 
 def _runs(args) -> int:
+    from pathlib import Path
+
     from pleat.store import runs
 
     if not os.path.isdir(args.dir):
@@ -61,7 +63,9 @@ def _runs(args) -> int:
         )
     table = runs(args.dir)
     if table.empty:
-        print(f"no runs in {args.dir}")
+        sweeps = sorted(p.name for p in Path(args.dir).iterdir() if (p / "sweep.json").exists())
+        hint = f"; it holds the sweeps {', '.join(sweeps)}: pleat runs {Path(args.dir) / sweeps[0]}" if sweeps else ""
+        print(f"no runs in {args.dir}{hint}")
         return 0
     columns = [
         "run",
