@@ -255,3 +255,24 @@ def test_a_radius_per_weight_needs_a_flat_kernel_and_a_known_rule():
     config = Config(radius="relative-weight:0.2")
     assert radii.from_config(config.radius) == pleat.relative(0.2, per="weight")
     assert config.key() not in (Config().key(), Config(radius="relative:0.2").key())
+
+
+def test_a_config_string_is_the_same_radius_in_the_loss_object():
+    """radius="relative:RHO" (a config's form) is pleat.relative(RHO), point for point; "scoped:RISE" needs data,
+    and the error says how to scope."""
+    model, x, t = case()
+
+    def losses(radius):
+        obj = pleat.PartialLocalEntropy(
+            model, F.cross_entropy, layers=[1, 2], radius=radius, generator=torch.Generator().manual_seed(3)
+        )
+        obj(x, t)
+        return obj.last.losses
+
+    torch.testing.assert_close(losses("relative:0.05"), losses(pleat.relative(0.05)), rtol=0, atol=0)
+    weight = losses(pleat.relative(0.05, per="weight"))
+    torch.testing.assert_close(losses("relative-weight:0.05"), weight, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"radius=pleat.scope\(model, loss_fn, batches, layers, rise=0.01\)"):
+        pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1], radius="scoped:0.01")
+    with pytest.raises(ValueError, match="a string must read relative:RHO"):
+        pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1], radius="0.01")

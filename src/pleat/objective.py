@@ -86,7 +86,8 @@ class PartialLocalEntropy:
             every smoothed weight (the paper), or per layer: a mapping from layer spec to R
             (`{"fc1": 0.005, "fc2": 0.02}`, each smoothed weight under exactly one key), a callable of the
             `Selected` parameter, or `pleat.relative(rho)`: R_l = rho x RMS(W_l), re-read at every call
-            (`pleat.relative(rho, per="weight")`: R_i = rho x |w_i|, each weight its own box).
+            (`pleat.relative(rho, per="weight")`: R_i = rho x |w_i|, each weight its own box). A config's strings
+            "relative:RHO" and "relative-weight:RHO" mean the same.
         samples: y, extra points besides the centre.
         kind: "pla" (partial local average, eq 19/23) or "plea" (partial local entropy, eq 14/22).
         sharpness: k, steepness of the soft box (eq 5); inf is the hard box of the paper's experiments.
@@ -109,7 +110,7 @@ class PartialLocalEntropy:
         loss_fn: Callable[..., Tensor] | None,
         *,
         layers: LayerSpec | Iterable[LayerSpec] | None,
-        radius: radii.Radius | None = None,
+        radius: radii.Radius | str | None = None,
         samples: int = 4,
         kind: str = "pla",
         sharpness: float = math.inf,
@@ -125,6 +126,14 @@ class PartialLocalEntropy:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError("loss_fn must be callable as loss_fn(output, targets) -> scalar tensor, or None")
+        if isinstance(radius, str):  # a config's form, "relative:0.2": the same radius as pleat.relative(0.2)
+            rule = radii.from_config(radius)
+            if isinstance(rule, radii.Scoped):
+                raise ValueError(
+                    "radius 'scoped:RISE' needs data to measure the curvature on: pass "
+                    f"radius=pleat.scope(model, loss_fn, batches, layers, rise={rule.rise:g})"
+                )
+            radius = rule
         if kernel is None:
             if radius is None:
                 raise ValueError(
