@@ -246,13 +246,7 @@ def reproduce(
         file=stream,
     )
     if dry_run:
-        for r in runs:
-            if r not in todo:
-                state, left = "taken" if r.config.key() in taken else "finished", 0.0
-            else:
-                trained = _epoch(Path(r.config.out_dir) / r.config.key(), r.config.epochs)
-                state, left = f"at {trained}/{r.config.epochs}" if trained else "todo", seconds_left(r)
-            print(f"  {state:8} {_describe(r, keys)}  ~{_duration(left)}", file=stream)
+        _print_plan(runs, todo, taken, keys, stream)
         return {
             "runs": len(runs),
             "trained": 0,
@@ -267,30 +261,48 @@ def reproduce(
     (out / "sweep.json").write_text(json.dumps({"spec": spec.name, "budget": budget, "seeds": seeds}, indent=2))
     assert spec.source is not None  # load_spec records it
     shutil.copyfile(spec.source, out / "spec.toml")
-    failed: list[tuple[str, str]] = []
-    diverged: list[tuple[str, int]] = []
+    failed, diverged = [], []
     if todo:
-        by_key = {r.config.key(): r for r in todo}
         if executor == "local":
             stream_of_runs = executors.local(jobs, workers)
         else:
             stream_of_runs = executors.ray(jobs, address, cpus=cpus_per_task, gpus=gpus_per_task)
-        watch = [
-            (_describe(r, keys), Path(r.config.out_dir) / r.config.key(), r.config.epochs, estimate_seconds(r))
-            for r in todo
-        ]
-        progress = Progress(len(todo), parallel, estimate, watch=watch)
-        try:
-            for config, result, error in stream_of_runs:
-                progress.finished(_describe(by_key[config.key()], keys), result, error)
-                if error:
-                    failed.append((config.key(), error))
-                elif result is not None and "diverged" in result:
-                    diverged.append((_describe(by_key[config.key()], keys), result["diverged"]))
-        finally:
-            progress.close()
+        failed, diverged = _follow(stream_of_runs, todo, keys, parallel, estimate)
     report = write_sweep_report(out)
     return {"runs": len(runs), "trained": len(todo), "failed": failed, "diverged": diverged, **report}
+
+
+def _print_plan(runs: list[Run], todo: list[Run], taken: dict, keys: list[str], stream) -> None:
+    """--dry-run: each run's state (taken from another sweep, finished, at epoch k/n, todo) and its time left."""
+    for r in runs:
+        if r not in todo:
+            state, left = "taken" if r.config.key() in taken else "finished", 0.0
+        else:
+            trained = _epoch(Path(r.config.out_dir) / r.config.key(), r.config.epochs)
+            state, left = f"at {trained}/{r.config.epochs}" if trained else "todo", seconds_left(r)
+        print(f"  {state:8} {_describe(r, keys)}  ~{_duration(left)}", file=stream)
+
+
+def _follow(stream_of_runs, todo: list[Run], keys: list[str], workers: int, estimate: float):
+    """Report each run the executor finishes; returns the failed (key, error) and diverged (run, epoch) ones."""
+    by_key = {r.config.key(): r for r in todo}
+    failed: list[tuple[str, str]] = []
+    diverged: list[tuple[str, int]] = []
+    watch = [
+        (_describe(r, keys), Path(r.config.out_dir) / r.config.key(), r.config.epochs, estimate_seconds(r))
+        for r in todo
+    ]
+    progress = Progress(len(todo), workers, estimate, watch=watch)
+    try:
+        for config, result, error in stream_of_runs:
+            progress.finished(_describe(by_key[config.key()], keys), result, error)
+            if error:
+                failed.append((config.key(), error))
+            elif result is not None and "diverged" in result:
+                diverged.append((_describe(by_key[config.key()], keys), result["diverged"]))
+    finally:
+        progress.close()
+    return failed, diverged
 
 
 def reusable(spec: Spec, budget: str, runs: list[Run], out: Path) -> dict[str, Path]:
