@@ -53,8 +53,7 @@ def _train(args) -> int:
 
 
 def _runs(args) -> int:
-    from pathlib import Path
-
+    from pleat.reproduce.results import sweeps_in
     from pleat.store import runs
 
     if not os.path.isdir(args.dir):
@@ -63,8 +62,8 @@ def _runs(args) -> int:
         )
     table = runs(args.dir)
     if table.empty:
-        sweeps = sorted(p.name for p in Path(args.dir).iterdir() if (p / "sweep.json").exists())
-        hint = f"; it holds the sweeps {', '.join(sweeps)}: pleat runs {Path(args.dir) / sweeps[0]}" if sweeps else ""
+        sweeps = sweeps_in(args.dir)
+        hint = f"; it holds the sweeps {', '.join(p.name for p in sweeps)}: pleat runs {sweeps[0]}" if sweeps else ""
         print(f"no runs in {args.dir}{hint}")
         return 0
     columns = [

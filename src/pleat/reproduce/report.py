@@ -14,7 +14,7 @@ from pathlib import Path
 from pleat.config import radius_text
 from pleat.reproduce import verdicts as verdicts_
 from pleat.reproduce.figures import BUDGET_NOTE, draw, subset_name
-from pleat.reproduce.results import results_table, store_dir
+from pleat.reproduce.results import results_table, store_dir, sweeps_in
 from pleat.reproduce.spec import Spec, load_spec
 
 STYLE = """
@@ -183,7 +183,7 @@ def _sweeps_in(folder: Path) -> list[Path]:
     """A sweep folder or run store as it is; a folder of sweep folders (`results/`) as each of them."""
     if (folder / "sweep.json").exists() or (folder / "runs").is_dir():
         return [folder]
-    return sorted(p for p in folder.iterdir() if (p / "sweep.json").exists()) or [folder]
+    return sweeps_in(folder) or [folder]
 
 
 def write_report(folders: list[str | Path], path: str | Path) -> tuple[Path, list[verdicts_.Verdict], list[Path]]:

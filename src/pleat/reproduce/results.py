@@ -57,6 +57,11 @@ def store_dir(folder: str | Path) -> Path:
     return folder / "runs" if (folder / "runs").is_dir() else folder
 
 
+def sweeps_in(folder: str | Path) -> list[Path]:
+    """The sweep folders (each with its sweep.json) directly inside `folder`, as results/ holds them."""
+    return sorted(p for p in Path(folder).iterdir() if (p / "sweep.json").exists())
+
+
 def _sweep_seeds(out) -> int | None:
     path = Path(out) / "sweep.json"
     return json.loads(path.read_text()).get("seeds") if path.exists() else None
