@@ -10,7 +10,6 @@ from test_objective import Quadratic
 from torch import nn
 
 import pleat
-from pleat.kernels import soft_box_table
 
 
 def kernel_1d(x, radius, k):
@@ -40,20 +39,30 @@ def test_draws_follow_the_normalised_kernel(radius, k):
         expected = float(cdf[x <= at][-1])
         assert abs(empirical - expected) < 5 * math.sqrt(expected * (1 - expected) / n) + 1e-3
     variance = float((w * x * x).sum())
-    assert math.isclose(pleat.Box(radius, k).variance, variance, rel_tol=1e-3)
+    assert math.isclose(pleat.Box(radius, k).variance, variance, rel_tol=1e-5)
     se = float(draws.pow(2).std()) / math.sqrt(n)
     assert abs(float(draws.pow(2).mean()) - variance) < 4 * se
 
 
 def test_kernel_mode_tends_to_the_hard_box():
-    radius = 0.2
-    gaps = []
+    """From the hard box's seed, the soft box moves each of the hard box's points by a logistic of scale 1/(2k)
+    (std π/(2k√3)): the draws, and the variance, tend to the hard box's as 1/k."""
+    radius, n = 0.2, 200_000
+    hard = pleat.Box(radius).sample_(torch.empty(n, dtype=torch.float64), torch.Generator().manual_seed(0))
     for k in (10 / radius, 100 / radius, 1e4 / radius):
         box = pleat.Box(radius, k)
-        nodes, cdf, _ = soft_box_table(radius, k)
-        uniform = ((nodes + radius) / (2 * radius)).clamp(0, 1)
-        gaps.append((float((cdf - uniform).abs().max()), abs(box.variance - radius**2 / 3)))
-    assert gaps[0] > gaps[1] > gaps[2] and gaps[2][0] < 1e-3 and gaps[2][1] < 1e-3 * radius**2
+        gap = box.sample_(torch.empty(n, dtype=torch.float64), torch.Generator().manual_seed(0)) - hard
+        assert float(gap.std()) == pytest.approx(math.pi / (2 * k * math.sqrt(3)), rel=0.01)  # 5 standard errors
+        assert box.variance - pleat.Box(radius).variance == pytest.approx(math.pi**2 / (12 * k**2), rel=1e-12)
+
+
+def test_kernel_mode_draws_in_the_models_dtype_and_never_overflows():
+    """Float32 draws are the float64 ones rounded, and a million of them at a tiny radius stay finite."""
+    box = pleat.Box(1e-3, 50.0)
+    wide = box.sample_(torch.empty(10**6, dtype=torch.float64), torch.Generator().manual_seed(4))
+    narrow = box.sample_(torch.empty(10**6, dtype=torch.float32), torch.Generator().manual_seed(4))
+    assert torch.isfinite(narrow).all()
+    torch.testing.assert_close(narrow, wide.float(), rtol=1e-6, atol=1e-9)
 
 
 class TwoWeights(nn.Module):

@@ -58,29 +58,6 @@ def soft_box_distance(delta: Tensor, radius: float, sharpness: float) -> Tensor:
 
 
 SAMPLINGS = ("kernel", "uniform")
-_TABLE_NODES = 2**14 + 1  # nodes of the soft box's inverse-CDF table
-_TABLE_TAIL = 20.0  # the table spans R + 20/k: the density has fallen by e^-40 there
-
-
-@functools.lru_cache(maxsize=64)
-def soft_box_table(radius: float, sharpness: float) -> tuple[Tensor, Tensor, float]:
-    """The 1-D density ∝ K_{R,k}(x) = σ(2k(x+R)) σ(-2k(x-R)) (eq 5-6) as an inverse-CDF table, in float64.
-
-    Returns (nodes, cdf, variance): the CDF is linear between the nodes (the density is constant in each cell),
-    which is the distribution `Box.sample_` draws from, and `variance` is that distribution's, exactly.
-    """
-    h = radius + _TABLE_TAIL / sharpness
-    x = torch.linspace(-h, h, _TABLE_NODES, dtype=torch.float64)
-    mid = (x[1:] + x[:-1]) / 2
-    # log K at the cell midpoints, with softplus for stability: -softplus(-2k(x+R)) - softplus(2k(x-R))
-    log_k = -F.softplus(-2 * sharpness * (mid + radius)) - F.softplus(2 * sharpness * (mid - radius))
-    mass = (log_k - log_k.max()).exp()
-    mass = mass / mass.sum()
-    cdf = torch.cat([mass.new_zeros(1), mass.cumsum(0)])
-    cdf[-1] = 1.0
-    lo, hi = x[:-1], x[1:]
-    variance = float((mass * (lo * lo + lo * hi + hi * hi) / 3).sum())  # E[x²] of a uniform on each cell
-    return x, cdf, variance
 
 
 @dataclass(frozen=True)
@@ -92,7 +69,9 @@ class Box:
 
     Finite k, where the paper leaves the draw open, two modes:
     - `sampling="kernel"` (default): each coordinate is drawn from the normalised kernel K/Z, the 1-D density
-      ∝ σ(2k(x+R)) σ(-2k(x-R)), by an inverse-CDF table (`soft_box_table`), and every point has weight one. This
+      ∝ σ(2k(x+R)) σ(-2k(x-R)), exactly, and every point has weight one. The product is the difference
+      [σ(2k(x+R)) - σ(2k(x-R))] / (1 - e^{-4kR}), which is the density of U + L with U uniform on [-R, R] and L
+      logistic of scale 1/(2k): the draws are the hard box's plus a logistic, no table, no approximation. This
       is eq 14 and 19 with the kernel normalised, d -> d + ln Z (Z = ∫K, a constant that does not depend on W):
       the sampled loss estimates -ln ∫ e^{-L(W+ΔW)} K(ΔW)/Z dΔW and ∫ L(W+ΔW) K(ΔW)/Z dΔW, with a variance that
       stays bounded in any dimension.
@@ -130,20 +109,17 @@ class Box:
 
     @property
     def variance(self) -> float:
-        if not self.hard and self.sampling == "kernel":
-            return soft_box_table(float(self.radius), float(self.sharpness))[2]
+        if not self.hard and self.sampling == "kernel":  # the box's plus the logistic's (π/(2k))²/3
+            return self.radius**2 / 3 * (1 - LATTICE_LEVELS**-2) + math.pi**2 / (12 * self.sharpness**2)
         return self.half_side**2 / 3 * (1 - LATTICE_LEVELS**-2)
 
     def sample_(self, out: Tensor, generator: torch.Generator | None) -> Tensor:
         if self.hard or self.sampling == "uniform":
             return uniform_lattice_(out, self.half_side, generator)
-        nodes, cdf, _ = soft_box_table(float(self.radius), float(self.sharpness))
-        nodes, cdf = nodes.to(out.device), cdf.to(out.device)
-        u = torch.rand(out.shape, dtype=torch.float64, device=out.device, generator=generator)
-        cell = torch.searchsorted(cdf, u, right=True).clamp_(1, len(cdf) - 1)  # cdf[cell-1] <= u < cdf[cell]
-        lo, hi = cdf[cell - 1], cdf[cell]
-        x = nodes[cell - 1] + (u - lo) / (hi - lo).clamp_min(1e-300) * (nodes[cell] - nodes[cell - 1])
-        return out.copy_(x)
+        uniform_lattice_(out, self.radius, generator)
+        # the logistic in float64, where u = 0 has probability 2^-53 (clamped: a tail cut at 2^-54 changes nothing)
+        u = torch.rand(out.shape, dtype=torch.float64, device=out.device, generator=generator).clamp_min_(2**-54)
+        return out.add_(torch.logit(u).mul_(0.5 / self.sharpness))
 
     def log_weight(self, delta: Tensor) -> Tensor:
         if self.flat:
