@@ -24,6 +24,7 @@ mkdir -p "$OUT"
 # -o addopts="": without the default -n auto, which needs pytest-xdist (the GPU machine may lack it)
 timeout 120 python -m pytest -o addopts="" -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.txt"
 timeout 90 python benchmarks/objective.py --device "$DEVICE" --no-memory --quick 2>&1 | tee "$OUT/objective.txt"
+timeout 30 python benchmarks/kernels.py --device "$DEVICE" 2>&1 | tee "$OUT/kernels.txt"
 { timeout 120 python benchmarks/sweep.py group --device "$DEVICE"
   timeout 120 python benchmarks/sweep.py compile --device "$DEVICE"; } 2>&1 | tee "$OUT/group.txt"
 # a decisive sweep, as far as it gets; a later run of this script (or a CPU session) resumes it
