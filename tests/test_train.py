@@ -371,6 +371,12 @@ def test_cli_set_and_flag_conflict_and_help(capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default [2])" in text and "half-side of the hypercube" in text and "mnist | fashion-mnist" in text
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    from pleat.reproduce import available
+
+    assert all(f"{name}," in text for name in available())  # every shipped spec, sensitivity and anisotropic too
 
 
 @needs_data

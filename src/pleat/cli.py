@@ -10,6 +10,14 @@ import sys
 from pleat.config import Config, help_texts, load, parse_set, shown
 
 
+def _shipped_specs() -> list[str]:
+    """The spec names `pleat reproduce` takes, read from the folder (importing pleat.reproduce is slow)."""
+    from pathlib import Path
+
+    names = [p.stem for p in (Path(__file__).parent / "reproduce" / "specs").glob("*.toml")]
+    return sorted(names, key=lambda n: (not n.startswith("fig"), n))  # the paper's figures first
+
+
 def _train(args) -> int:
     from pleat.store import RunStore
     from pleat.train import effective_kind, train
@@ -192,9 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     train.set_defaults(run=_train)
     rep = sub.add_parser("reproduce", help="a figure of the paper: its sweep, figure and report")
-    rep.add_argument(
-        "figure", help="fig1, fig3, fig4-left, fig4-right, fig5, fig6, fig7, fig8, baselines, or a spec file"
-    )
+    rep.add_argument("figure", help=f"{', '.join(_shipped_specs())}, or a spec file")
     rep.add_argument(
         "--budget",
         default="smoke",
