@@ -56,12 +56,11 @@ def test_kernel_mode_tends_to_the_hard_box():
         assert box.variance - pleat.Box(radius).variance == pytest.approx(math.pi**2 / (12 * k**2), rel=1e-12)
 
 
-def test_kernel_mode_draws_in_the_models_dtype_and_never_overflows():
-    """Float32 draws are the float64 ones rounded, and a million of them at a tiny radius stay finite."""
+def test_kernel_mode_float32_draws_are_the_float64_draws_rounded():
+    """The same generator state gives the same draws in either dtype (the logistic is taken in float64)."""
     box = pleat.Box(1e-3, 50.0)
     wide = box.sample_(torch.empty(10**6, dtype=torch.float64), torch.Generator().manual_seed(4))
     narrow = box.sample_(torch.empty(10**6, dtype=torch.float32), torch.Generator().manual_seed(4))
-    assert torch.isfinite(narrow).all()
     torch.testing.assert_close(narrow, wide.float(), rtol=1e-6, atol=1e-9)
 
 
