@@ -8,14 +8,7 @@ import os
 import sys
 
 from pleat.config import Config, help_texts, load, parse_set, shown
-
-
-def _shipped_specs() -> list[str]:
-    """The spec names `pleat reproduce` takes, read from the folder (importing pleat.reproduce is slow)."""
-    from pathlib import Path
-
-    names = [p.stem for p in (Path(__file__).parent / "reproduce" / "specs").glob("*.toml")]
-    return sorted(names, key=lambda n: (not n.startswith("fig"), n))  # the paper's figures first
+from pleat.reproduce.spec import available
 
 
 def _train(args) -> int:
@@ -200,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     train.set_defaults(run=_train)
     rep = sub.add_parser("reproduce", help="a figure of the paper: its sweep, figure and report")
-    rep.add_argument("figure", help=f"{', '.join(_shipped_specs())}, or a spec file")
+    rep.add_argument("figure", help=f"{', '.join(available())}, or a spec file")
     rep.add_argument(
         "--budget",
         default="smoke",

@@ -65,8 +65,8 @@ class Spec:
 
 
 def available() -> list[str]:
-    """Names of the specs shipped with pleat."""
-    return sorted(p.stem for p in SPECS.glob("*.toml"))
+    """Names of the specs shipped with pleat, the paper's figures first."""
+    return sorted((p.stem for p in SPECS.glob("*.toml")), key=lambda n: (not n.startswith("fig"), n))
 
 
 def load_spec(name: str | Path) -> Spec:
