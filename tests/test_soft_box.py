@@ -64,6 +64,16 @@ def test_kernel_mode_float32_draws_are_the_float64_draws_rounded():
     torch.testing.assert_close(narrow, wide.float(), rtol=1e-6, atol=1e-9)
 
 
+def test_kernel_mode_a_zero_uniform_gives_the_cut_tail_not_minus_infinity(monkeypatch):
+    """u = 0 (probability 2^-53 per coordinate) is clamped to 2^-54: the logistic's tail cut there, a finite draw."""
+    box, n = pleat.Box(0.1, 40.0), 1000
+    lattice = pleat.Box(0.1).sample_(torch.empty(n, dtype=torch.float64), torch.Generator().manual_seed(1))
+    monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.zeros(shape, dtype=kw["dtype"]))
+    draws = box.sample_(torch.empty(n, dtype=torch.float64), torch.Generator().manual_seed(1))
+    tail = math.log(2**-54 / (1 - 2**-54)) / (2 * box.sharpness)
+    torch.testing.assert_close(draws, lattice + tail, rtol=0, atol=1e-15)
+
+
 class TwoWeights(nn.Module):
     """A loss that is an explicit, non-quadratic function of two weights."""
 
