@@ -365,6 +365,9 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
 
 
 def test_cli_set_and_flag_conflict_and_help(capsys):
+    assert main([]) == 2
+    text = " ".join(capsys.readouterr().out.split())
+    assert "one training run" in text and all(f"{c} " in text for c in ("reproduce", "report", "profile", "runs"))
     assert main(["train", "--set", "radius=0.1", "--radius", "0.2"]) == 2
     assert "given twice" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -238,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     runs.add_argument("dir", nargs="?", default="runs")
     runs.set_defaults(run=_runs)
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # a bare `pleat`: the commands and what each does, not only argparse's one-line complaint
+        parser.print_help()
+        return 2
     args = parser.parse_args(argv)
     from pleat.store import CorruptRun, RunBusy
 
