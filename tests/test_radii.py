@@ -38,11 +38,8 @@ def naive(model, x, t, boxes: dict, samples: int, kind: str, generator: torch.Ge
     return pleat.aggregate(kind, stacked, torch.zeros_like(stacked))
 
 
-@pytest.mark.parametrize("engine", ["vectorised", "sequential"])
-@pytest.mark.parametrize("kind, sharpness", [("pla", math.inf), ("plea", math.inf), ("pla", 400.0)])
-def test_a_radius_per_layer_is_the_naive_loop_with_a_box_per_layer(engine, kind, sharpness):
-    model, x, t = case()
-    radius = {"fc1": 0.005, "fc2": 0.02}
+def assert_naive(model, x, t, radius, boxes: dict, kind: str, sharpness: float, engine: str):
+    """The loss object on layers {1, 2} with `radius`, and its gradient, equal the naive loop over `boxes`."""
     obj = pleat.PartialLocalEntropy(
         model,
         F.cross_entropy,
@@ -56,26 +53,24 @@ def test_a_radius_per_layer_is_the_naive_loop_with_a_box_per_layer(engine, kind,
     )
     loss = obj(x, t)
     grads = torch.autograd.grad(loss, list(model.parameters()))
-    boxes = {"fc1.weight": Box(0.005, sharpness), "fc2.weight": Box(0.02, sharpness)}
     expected = naive(model, x, t, boxes, 3, kind, torch.Generator().manual_seed(1))
     torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-14)
     for g, e in zip(grads, torch.autograd.grad(expected, list(model.parameters()))):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-13)
+    return obj
+
+
+@pytest.mark.parametrize("engine", ["vectorised", "sequential"])
+@pytest.mark.parametrize("kind, sharpness", [("pla", math.inf), ("plea", math.inf), ("pla", 400.0)])
+def test_a_radius_per_layer_is_the_naive_loop_with_a_box_per_layer(engine, kind, sharpness):
+    model, x, t = case()
+    radius = {"fc1": 0.005, "fc2": 0.02}
+    boxes = {"fc1.weight": Box(0.005, sharpness), "fc2.weight": Box(0.02, sharpness)}
+    obj = assert_naive(model, x, t, radius, boxes, kind, sharpness, engine)
     assert {n: k.radius for n, k in obj.kernels().items()} == {"fc1.weight": 0.005, "fc2.weight": 0.02}
     assert "fc1.weight: 0.005" in repr(obj) and "fc2.weight: 0.02" in obj.describe()
     # a callable of the selected parameter gives the same radii, and so the same loss from the same generator
-    by_callable = pleat.PartialLocalEntropy(
-        model,
-        F.cross_entropy,
-        layers=[1, 2],
-        radius=lambda s: radius[s.module_name],
-        sharpness=sharpness,
-        samples=3,
-        kind=kind,
-        engine=engine,
-        generator=torch.Generator().manual_seed(1),
-    )
-    torch.testing.assert_close(by_callable(x, t), loss, rtol=0, atol=0)
+    assert_naive(model, x, t, lambda s: radius[s.module_name], boxes, kind, sharpness, engine)
 
 
 def rescaled(model: nn.Module, c: float) -> nn.Module:
@@ -185,24 +180,8 @@ def test_a_radius_per_weight_is_the_naive_loop_with_a_box_per_weight(engine, kin
     model, x, t = case()
     with torch.no_grad():
         model.fc1.weight[:3] = 0.0  # weights at zero: never perturbed
-    obj = pleat.PartialLocalEntropy(
-        model,
-        F.cross_entropy,
-        layers=[1, 2],
-        radius=pleat.relative(0.3, per="weight"),
-        sharpness=sharpness,
-        samples=3,
-        kind=kind,
-        engine=engine,
-        generator=torch.Generator().manual_seed(1),
-    )
-    loss = obj(x, t)
-    grads = torch.autograd.grad(loss, list(model.parameters()))
     boxes = {n: ByHand(0.3, model.get_parameter(n), sharpness) for n in ("fc1.weight", "fc2.weight")}
-    expected = naive(model, x, t, boxes, 3, kind, torch.Generator().manual_seed(1))
-    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-14)
-    for g, e in zip(grads, torch.autograd.grad(expected, list(model.parameters()))):
-        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-13)
+    obj = assert_naive(model, x, t, pleat.relative(0.3, per="weight"), boxes, kind, sharpness, engine)
     assert "per='weight'" in repr(obj)
     # each layer's mean variance: the unit box's times mean(w²); for the hard box, the per-layer relative radius's
     per_layer = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1, 2], radius=pleat.relative(0.3))
