@@ -164,6 +164,7 @@ def test_bad_specs_are_one_line_and_exit_2(tmp_path, capsys, edit, message):
         (["fig3", "--budget", "huge"], "unknown budget 'huge'"),
         (["fig3", "--executor", "slurm"], "unknown executor 'slurm'"),
         (["fig3", "--workers", "0"], "--workers must be >= 1"),
+        (["fig3", "--hours", "0"], "--hours must be > 0"),
         (["fig3", "--executor", "ray", "--address", "127.0.0.1:9"], "does not answer"),
     ],
 )
@@ -269,6 +270,32 @@ def test_dry_run_times_a_resumed_run_by_the_epochs_it_has_left(tmp_path, capsys,
         and out.count("at 2/3") == 1
         and re.search(r"at 2/3 +plain seed=0 ", out)
     )
+
+
+def test_within_starts_only_the_jobs_that_end_by_the_limit():
+    from pleat.reproduce.sweep import within
+
+    # two slots: 60 | 60, then 40 -> 100 | 60, 80 would end at 140, 40 -> 100 | 100, 30 would end at 130
+    assert within([60, 60, 40, 80, 40, 30], 2, 120) == [True, True, True, False, True, False]
+    assert within([50, 200, 70], 1, 120) == [True, False, True]  # a job longer than what is left is passed over
+    assert within([10, 10], 3, 10) == [True, True] and within([10], 1, 9.9) == [False]
+
+
+@needs_data
+def test_hours_trains_only_what_ends_in_time_and_leaves_the_rest_later(tmp_path, capsys, tiny):
+    from pleat.reproduce.sweep import estimate_seconds
+
+    first = min(estimate_seconds(r) for r in expand(load_spec(tiny), "smoke"))  # plain, seed 0: the first run
+    args = ["reproduce", str(tiny), "--out", str(tmp_path), "--workers", "1", "--one-by-one"]
+    args += ["--data-dir", str(SHARED), "--hours", str(first * 1.01 / 3600)]
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "1 to train" in out and "left for a later call, to finish within" in out and ": 9 runs" in out
+    assert len(re.findall(r"^  later ", out, re.M)) == 9 and re.search(r"todo +plain seed=0 ", out)
+    assert main(args) == 0
+    assert [p.parent.name for p in tmp_path.glob("runs/*/result.json")] == [
+        r.config.key() for r in expand(load_spec(tiny), "smoke") if r.arm == "plain" and r.config.seed == 0
+    ]
 
 
 @needs_data

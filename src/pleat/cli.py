@@ -106,6 +106,7 @@ def _reproduce(args) -> int:
         cpus_per_task=args.cpus_per_task,
         gpus_per_task=args.gpus_per_task,
         vectorise=not args.one_by_one,
+        hours=args.hours,
     )
     if args.dry_run:
         return 0
@@ -214,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         "--one-by-one",
         action="store_true",
         help="train every run alone instead of packing compatible runs into vectorised groups",
+    )
+    rep.add_argument(
+        "--hours",
+        type=float,
+        help="start only the runs that --dry-run's estimate says finish within this many hours (a job's wall-clock"
+        " limit); the rest wait for the next call",
     )
     rep.set_defaults(run=_reproduce)
     report = sub.add_parser("report", help="one self-contained HTML report of sweep folders or run stores")

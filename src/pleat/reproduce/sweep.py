@@ -198,6 +198,7 @@ def reproduce(
     cpus_per_task: float = 1,
     gpus_per_task: float = 0,
     vectorise: bool = True,
+    hours: float | None = None,
     stream=None,
 ) -> dict:
     """Reproduce one figure; returns {"runs", "trained", "failed", "figure", "report", "verdicts"}.
@@ -212,6 +213,8 @@ def reproduce(
         raise ValueError(f"unknown executor {executor!r}: choose one of {', '.join(executors.EXECUTORS)}")
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    if hours is not None and not hours > 0:
+        raise ValueError(f"--hours must be > 0, got {hours}")
     if executor == "ray":
         executors.check_address(address)
     workers = workers or default_workers()
@@ -239,14 +242,31 @@ def reproduce(
         jobs = packing.pack(configs, packing.memory_budget(_device(device)) // parallel, parts=parallel)
     else:
         jobs = [[c] for c in configs]
+    later: list[Run] = []
+    if hours is not None:
+        by_key = {r.config.key(): r for r in todo}
+        # a job's time on its worker: the estimate (for the whole 2-core machine) times the workers sharing it
+        durations = [sum(seconds_left(by_key[c.key()]) for c in job) * parallel for job in jobs]
+        keep = within(durations, parallel, hours * 3600)
+        later = [by_key[c.key()] for job, k in zip(jobs, keep) if not k for c in job]
+        jobs = [job for job, k in zip(jobs, keep) if k]
+        todo = [r for r in todo if r not in later]
+        estimate = sum(seconds_left(r) for r in todo)
     grouped = f", in {len(jobs)} vectorised groups" if vectorise and len(jobs) < len(todo) else ""
+    finished = len(runs) - len(todo) - len(later)
     print(
-        f"{spec.name} at budget {budget}: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to train"
+        f"{spec.name} at budget {budget}: {len(runs)} runs, {finished} finished, {len(todo)} to train"
         f"{grouped} (about {_duration(estimate)} on a 2-core CPU); results in {out}",
         file=stream,
     )
+    if later:
+        print(
+            f"left for a later call, to finish within {hours:g} h: {len(later)} runs"
+            f" (about {_duration(sum(seconds_left(r) for r in later))})",
+            file=stream,
+        )
     if dry_run:
-        _print_plan(runs, todo, taken, keys, stream)
+        _print_plan(runs, todo, later, taken, keys, stream)
         return {
             "runs": len(runs),
             "trained": 0,
@@ -272,15 +292,32 @@ def reproduce(
     return {"runs": len(runs), "trained": len(todo), "failed": failed, "diverged": diverged, **report}
 
 
-def _print_plan(runs: list[Run], todo: list[Run], taken: dict, keys: list[str], stream) -> None:
-    """--dry-run: each run's state (taken from another sweep, finished, at epoch k/n, todo) and its time left."""
+def _print_plan(runs: list[Run], todo: list[Run], later: list[Run], taken: dict, keys: list[str], stream) -> None:
+    """--dry-run: each run's state (taken from another sweep, finished, at epoch k/n, todo, later: beyond --hours)
+    and its time left."""
     for r in runs:
-        if r not in todo:
+        if r not in todo and r not in later:
             state, left = "taken" if r.config.key() in taken else "finished", 0.0
         else:
             trained = _epoch(Path(r.config.out_dir) / r.config.key(), r.config.epochs)
-            state, left = f"at {trained}/{r.config.epochs}" if trained else "todo", seconds_left(r)
+            state = "later" if r in later else f"at {trained}/{r.config.epochs}" if trained else "todo"
+            left = seconds_left(r)
         print(f"  {state:8} {_describe(r, keys)}  ~{_duration(left)}", file=stream)
+
+
+def within(durations: list[float], workers: int, limit: float) -> list[bool]:
+    """Which jobs finish within `limit` seconds, by their estimated `durations`, when `workers` slots take them in
+    order, each as soon as one frees up (what a process pool does). A job that would end past the limit is not
+    started, and a shorter one after it may still fit: under a wall-clock limit (a cluster's, a session's) every
+    run that starts also finishes."""
+    free = [0.0] * workers
+    keep = []
+    for d in durations:
+        slot = min(range(workers), key=free.__getitem__)
+        keep.append(free[slot] + d <= limit)
+        if keep[-1]:
+            free[slot] += d
+    return keep
 
 
 def _follow(stream_of_runs, todo: list[Run], keys: list[str], workers: int, estimate: float):
