@@ -332,6 +332,27 @@ def test_one_process_per_run(tmp_path):
         pass
 
 
+def test_runs_says_training_while_a_process_holds_the_lock(tmp_path):
+    from pleat.store import runs, training
+
+    store = RunStore(quick(tmp_path))
+    assert not training(store.dir)  # no lock file yet
+    store.create({})
+    with store.lock():
+        assert training(store.dir) and list(runs(tmp_path)["status"]) == ["training"]
+    assert not training(store.dir) and list(runs(tmp_path)["status"]) == ["interrupted"]
+    # a trainer that starts while `training` asks (and so holds the lock, shared, for an instant) waits for it
+    import fcntl
+    import os
+    import threading
+
+    fd = os.open(store.dir / "lock", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    threading.Timer(0.08, os.close, [fd]).start()
+    with store.lock():
+        pass
+
+
 def test_probe_can_read_the_centre_gradient_of_a_smoothed_run():
     expected = None
     for probe_gradient in ("centre", "objective"):

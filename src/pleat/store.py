@@ -140,10 +140,14 @@ class RunStore:
         """
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / "lock", "w") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as e:
-                raise RunBusy(f"{self.dir} is being trained by another process; wait for it or stop it") from e
+            for attempt in range(5):  # `training` holds the lock for an instant when it asks: try again first
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError as e:
+                    if attempt == 4:
+                        raise RunBusy(f"{self.dir} is being trained by another process; wait for it or stop it") from e
+                    time.sleep(0.05)
             yield
 
     def append_metrics(self, record: dict) -> None:
@@ -249,8 +253,24 @@ def import_run(config: Config, env: dict, metrics: list[dict], result: dict) -> 
     return result
 
 
+def training(run_dir: Path) -> bool:
+    """Whether a live process holds the run's lock, that is, trains it now (a killed one holds nothing)."""
+    try:
+        fd = os.open(run_dir / "lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released by the close below
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def runs(out_dir: str | os.PathLike = "runs"):
-    """Every run under `out_dir` as a pandas DataFrame: config keys, status, epochs done, best/final accuracy.
+    """Every run under `out_dir` as a pandas DataFrame: config keys, status (finished, training now, interrupted,
+    corrupt), epochs done, best/final accuracy.
 
     `out_dir` is a run store (the out_dir of `pleat train`) or a sweep folder of `pleat reproduce` (its runs/)."""
     import pandas as pd
@@ -264,7 +284,8 @@ def runs(out_dir: str | os.PathLike = "runs"):
         row = {"run": run_dir.name, **json.loads(config_path.read_text())}
         try:
             metrics = read_metrics(run_dir / "metrics.jsonl")
-            row["status"] = "finished" if (run_dir / "result.json").exists() else "interrupted"
+            done = (run_dir / "result.json").exists()
+            row["status"] = "finished" if done else "training" if training(run_dir) else "interrupted"
         except CorruptRun as e:
             metrics, row["status"], row["error"] = [], "corrupt", str(e)
         row["epochs_done"] = len(metrics)
