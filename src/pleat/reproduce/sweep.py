@@ -244,12 +244,7 @@ def reproduce(
         jobs = [[c] for c in configs]
     later: list[Run] = []
     if hours is not None:
-        by_key = {r.config.key(): r for r in todo}
-        # a job's time on its worker: the estimate (for the whole 2-core machine) times the workers sharing it
-        durations = [sum(seconds_left(by_key[c.key()]) for c in job) * parallel for job in jobs]
-        keep = within(durations, parallel, hours * 3600)
-        later = [by_key[c.key()] for job, k in zip(jobs, keep) if not k for c in job]
-        jobs = [job for job, k in zip(jobs, keep) if k]
+        jobs, later = _in_time(jobs, todo, parallel, hours)
         todo = [r for r in todo if r not in later]
         estimate = sum(seconds_left(r) for r in todo)
     grouped = f", in {len(jobs)} vectorised groups" if vectorise and len(jobs) < len(todo) else ""
@@ -303,6 +298,16 @@ def _print_plan(runs: list[Run], todo: list[Run], later: list[Run], taken: dict,
             state = "later" if r in later else f"at {trained}/{r.config.epochs}" if trained else "todo"
             left = seconds_left(r)
         print(f"  {state:8} {_describe(r, keys)}  ~{_duration(left)}", file=stream)
+
+
+def _in_time(jobs: list[list], todo: list[Run], parallel: int, hours: float) -> tuple[list[list], list[Run]]:
+    """The jobs that `within` keeps for `hours`, and the runs of the others."""
+    by_key = {r.config.key(): r for r in todo}
+    # a job's time on its worker: the estimate (for the whole 2-core machine) times the workers sharing it
+    durations = [sum(seconds_left(by_key[c.key()]) for c in job) * parallel for job in jobs]
+    keep = within(durations, parallel, hours * 3600)
+    later = [by_key[c.key()] for job, k in zip(jobs, keep) if not k for c in job]
+    return [job for job, k in zip(jobs, keep) if k], later
 
 
 def within(durations: list[float], workers: int, limit: float) -> list[bool]:
