@@ -299,6 +299,47 @@ def test_hours_trains_only_what_ends_in_time_and_leaves_the_rest_later(tmp_path,
 
 
 @needs_data
+def test_a_second_sweep_process_leaves_a_run_another_one_trains_to_it(tmp_path, capsys, few):
+    """Two `pleat reproduce` of one sweep share it: a run whose lock a live process holds is listed `training`,
+    neither trained nor failed, and the next call, once the lock is gone, trains it."""
+    import fcntl
+
+    runs = expand(load_spec(few), "smoke", 1, out_dir=str(tmp_path / "runs"))
+    held = tmp_path / "runs" / runs[0].config.key()
+    held.mkdir(parents=True)
+    args = ["reproduce", str(few), "--out", str(tmp_path), "--seeds", "1", "--workers", "1", "--one-by-one"]
+    args += ["--data-dir", str(SHARED)]
+    with open(held / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # what the other process's trainer holds
+        assert main([*args, "--dry-run"]) == 0
+        out = capsys.readouterr().out
+        assert "being trained by another process, left to it: 1 runs" in out and "2 to train" in out
+        assert len(re.findall(r"^  training ", out, re.M)) == 1
+        assert main(args) == 0
+        finished = {p.parent.name for p in tmp_path.glob("runs/*/result.json")}
+        assert finished == {r.config.key() for r in runs[1:]}
+    assert main(args) == 0 and (held / "result.json").exists()
+
+
+def test_a_run_another_process_took_meanwhile_is_not_a_failure(tmp_path, capsys, few):
+    """Between a sweep's listing and a run's turn another process may take the run: its RunBusy is not a failure.
+    RunBusy on a run nobody trains (a group whose other run is held) still is."""
+    import fcntl
+
+    from pleat.reproduce.sweep import _follow
+
+    runs = expand(load_spec(few), "smoke", 1, out_dir=str(tmp_path))
+    (tmp_path / runs[0].config.key()).mkdir()
+    busy = "RunBusy: a run of this job is being trained by another process"
+    with open(tmp_path / runs[0].config.key() / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        failed, _ = _follow(iter([(r.config, None, busy) for r in runs[:2]]), runs, [], 1, 1.0)
+    assert failed == [(runs[1].config.key(), busy)]
+    err = capsys.readouterr().err
+    assert err.count("another process is training it; left to that one") == 1 and err.count("FAILED") == 1
+
+
+@needs_data
 @pytest.mark.slow
 def test_fig3_smoke_end_to_end_with_figure_report_and_nothing_rerun(tmp_path, capsys):
     out = tmp_path / "fig3"

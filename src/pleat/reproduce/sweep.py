@@ -18,6 +18,7 @@ from pathlib import Path
 from pleat.reproduce import executors, packing
 from pleat.reproduce.report import write_sweep_report
 from pleat.reproduce.spec import Run, Spec, expand, load_spec, swept
+from pleat.store import RunBusy, training
 
 # Seconds per 1,000 examples per epoch on the team's 2-core CPU using both cores (one two-thread run, or two
 # one-thread runs at half the speed each), with the evaluation (about a third of a training step). Measured on the
@@ -156,19 +157,26 @@ class Progress:
                 print(f"  training {status}", file=self.stream, flush=True)
 
     def finished(self, what: str, result: dict | None, error: str | None) -> None:
-        self.done += 1
-        if error:  # a failed run's epochs are never trained: they leave the ETA
-            self.watch = [w for w in self.watch if w[0] != what]
         self.failed += error is not None
-        running = min(self.workers, self.total - self.done)
-        left = self.total - self.done - running
-        status = f"running {running}, left {left}, ETA {_duration(self.eta())}"
         if error or result is None:
             line = f"FAILED {what}: {error}"
         else:
             line = f"{what}: best {result['best_test_accuracy']:.4f} final {result['final_test_accuracy']:.4f}"
             if "diverged" in result:
                 line += f" (diverged: training loss not finite at epoch {result['diverged']})"
+        self._say(what, line, trained=not error)
+
+    def left_to_another(self, what: str) -> None:
+        """A run that another process took between this sweep's start and the run's turn."""
+        self._say(what, f"{what}: another process is training it; left to that one", trained=False)
+
+    def _say(self, what: str, line: str, trained: bool) -> None:
+        self.done += 1
+        if not trained:  # epochs this process never trains leave the ETA
+            self.watch = [w for w in self.watch if w[0] != what]
+        running = min(self.workers, self.total - self.done)
+        left = self.total - self.done - running
+        status = f"running {running}, left {left}, ETA {_duration(self.eta())}"
         if self.bar is not None:
             self.bar.write(line, file=self.stream)
             self.bar.set_postfix_str(status)
@@ -226,11 +234,10 @@ def reproduce(
             _import(runs, taken)
         verb = "would take" if dry_run else "took"
         print(f"{verb} {len(taken)} finished runs from the sweeps {', '.join(spec.reuse)}", file=stream)
-    todo = [
-        r
-        for r in runs
-        if r.config.key() not in taken and not (Path(r.config.out_dir) / r.config.key() / "result.json").exists()
-    ]
+    todo = [r for r in runs if r.config.key() not in taken and not (_folder(r) / "result.json").exists()]
+    # another `pleat reproduce` of this sweep (a second terminal, another cluster job) trains these: leave them to it
+    elsewhere = [r for r in todo if training(_folder(r))]
+    todo = [r for r in todo if r not in elsewhere]
     regimes = list(dict.fromkeys(r.regime for r in runs))
     # regime by regime, seed by seed, cheapest first: a sweep cut short leaves complete paired sets
     todo.sort(key=lambda r: (regimes.index(r.regime), r.config.seed, estimate_seconds(r)))
@@ -248,12 +255,14 @@ def reproduce(
         todo = [r for r in todo if r not in later]
         estimate = sum(seconds_left(r) for r in todo)
     grouped = f", in {len(jobs)} vectorised groups" if vectorise and len(jobs) < len(todo) else ""
-    finished = len(runs) - len(todo) - len(later)
+    finished = len(runs) - len(todo) - len(later) - len(elsewhere)
     print(
         f"{spec.name} at budget {budget}: {len(runs)} runs, {finished} finished, {len(todo)} to train"
         f"{grouped} (about {_duration(estimate)} on a 2-core CPU); results in {out}",
         file=stream,
     )
+    if elsewhere:
+        print(f"being trained by another process, left to it: {len(elsewhere)} runs", file=stream)
     if later:
         print(
             f"left for a later call, to finish within {hours:g} h: {len(later)} runs"
@@ -261,7 +270,7 @@ def reproduce(
             file=stream,
         )
     if dry_run:
-        _print_plan(runs, todo, later, taken, keys, stream)
+        _print_plan(runs, todo, later + elsewhere, taken, keys, stream)
         return {
             "runs": len(runs),
             "trained": 0,
@@ -288,14 +297,17 @@ def reproduce(
 
 
 def _print_plan(runs: list[Run], todo: list[Run], later: list[Run], taken: dict, keys: list[str], stream) -> None:
-    """--dry-run: each run's state (taken from another sweep, finished, at epoch k/n, todo, later: beyond --hours)
-    and its time left."""
+    """--dry-run: each run's state (taken from another sweep, finished, training in another process, at epoch k/n,
+    todo, later: beyond --hours) and its time left."""
     for r in runs:
         if r not in todo and r not in later:
             state, left = "taken" if r.config.key() in taken else "finished", 0.0
         else:
-            trained = _epoch(Path(r.config.out_dir) / r.config.key(), r.config.epochs)
-            state = "later" if r in later else f"at {trained}/{r.config.epochs}" if trained else "todo"
+            trained = _epoch(_folder(r), r.config.epochs)
+            if training(_folder(r)):
+                state = "training"
+            else:
+                state = "later" if r in later else f"at {trained}/{r.config.epochs}" if trained else "todo"
             left = seconds_left(r)
         print(f"  {state:8} {_describe(r, keys)}  ~{_duration(left)}", file=stream)
 
@@ -330,21 +342,32 @@ def _follow(stream_of_runs, todo: list[Run], keys: list[str], workers: int, esti
     by_key = {r.config.key(): r for r in todo}
     failed: list[tuple[str, str]] = []
     diverged: list[tuple[str, int]] = []
-    watch = [
-        (_describe(r, keys), Path(r.config.out_dir) / r.config.key(), r.config.epochs, estimate_seconds(r))
-        for r in todo
-    ]
+    watch = [(_describe(r, keys), _folder(r), r.config.epochs, estimate_seconds(r)) for r in todo]
     progress = Progress(len(todo), workers, estimate, watch=watch)
     try:
         for config, result, error in stream_of_runs:
-            progress.finished(_describe(by_key[config.key()], keys), result, error)
+            what = _describe(by_key[config.key()], keys)
+            if error and _taken_meanwhile(by_key[config.key()], error):
+                progress.left_to_another(what)
+                continue
+            progress.finished(what, result, error)
             if error:
                 failed.append((config.key(), error))
             elif result is not None and "diverged" in result:
-                diverged.append((_describe(by_key[config.key()], keys), result["diverged"]))
+                diverged.append((what, result["diverged"]))
     finally:
         progress.close()
     return failed, diverged
+
+
+def _folder(run: Run) -> Path:
+    return Path(run.config.out_dir) / run.config.key()
+
+
+def _taken_meanwhile(run: Run, error: str) -> bool:
+    """Whether a run failed only because another process of the sweep took it after this one listed it."""
+    folder = _folder(run)
+    return error.startswith(f"{RunBusy.__name__}:") and (training(folder) or (folder / "result.json").exists())
 
 
 def reusable(spec: Spec, budget: str, runs: list[Run], out: Path) -> dict[str, Path]:
