@@ -281,11 +281,29 @@ def test_within_starts_only_the_jobs_that_end_by_the_limit():
     assert within([10, 10], 3, 10) == [True, True] and within([10], 1, 9.9) == [False]
 
 
+def test_hours_counts_a_one_core_worker_at_half_the_speed_of_the_estimate(tmp_path, capsys, tiny, monkeypatch):
+    """The estimate is for both cores of the team's CPU: a worker with one core (two workers there, or a process
+    pinned with taskset) takes twice as long; more cores are not counted as faster."""
+    from pleat.reproduce import executors
+    from pleat.reproduce.sweep import estimate_seconds, worker_slowdown
+
+    assert [worker_slowdown(n) for n in (1, 2, 16)] == [2.0, 1.0, 1.0]
+    first = min(estimate_seconds(r) for r in expand(load_spec(tiny), "smoke"))
+    args = ["reproduce", str(tiny), "--out", str(tmp_path), "--workers", "1", "--dry-run"]
+    args += ["--one-by-one", "--hours", str(first * 1.5 / 3600)]
+    for machine, todo in ((2, 1), (1, 0)):  # 2 cores: the first run fits in 1.5x its estimate; 1 core: it does not
+        monkeypatch.setattr(executors, "cores", lambda n=machine: n)
+        assert main(args) == 0
+        assert f"{todo} to train" in capsys.readouterr().out
+
+
 @needs_data
 def test_hours_trains_only_what_ends_in_time_and_leaves_the_rest_later(tmp_path, capsys, tiny):
-    from pleat.reproduce.sweep import estimate_seconds
+    from pleat.reproduce.executors import cores
+    from pleat.reproduce.sweep import estimate_seconds, worker_slowdown
 
     first = min(estimate_seconds(r) for r in expand(load_spec(tiny), "smoke"))  # plain, seed 0: the first run
+    first *= worker_slowdown(cores())  # one worker: twice the 2-core estimate where this process has one core
     args = ["reproduce", str(tiny), "--out", str(tmp_path), "--workers", "1", "--one-by-one"]
     args += ["--data-dir", str(SHARED), "--hours", str(first * 1.01 / 3600)]
     assert main([*args, "--dry-run"]) == 0

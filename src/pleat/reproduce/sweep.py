@@ -32,6 +32,7 @@ _TRAIN_SIZE = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000, "stl10"
 # sweep, 14 runs of 1,000 examples for one epoch, took 39 s)
 _RUN_OVERHEAD = 2.5
 _TEST_SIZE = {"mnist": 10000, "fashion-mnist": 10000, "cifar10": 10000, "stl10": 8000}
+_CALIBRATED_CORES = 2  # the estimates are for a run using both cores of the team's CPU
 
 
 def _point_cost(run: Run) -> float:
@@ -251,7 +252,8 @@ def reproduce(
         jobs = [[c] for c in configs]
     later: list[Run] = []
     if hours is not None:
-        jobs, later = _in_time(jobs, todo, parallel, hours)
+        threads = max(1, executors.cores() // workers) if executor == "local" else max(1, int(cpus_per_task))
+        jobs, later = _in_time(jobs, todo, parallel, hours, worker_slowdown(threads))
         todo = [r for r in todo if r not in later]
         estimate = sum(seconds_left(r) for r in todo)
     grouped = f", in {len(jobs)} vectorised groups" if vectorise and len(jobs) < len(todo) else ""
@@ -312,11 +314,19 @@ def _print_plan(runs: list[Run], todo: list[Run], later: list[Run], taken: dict,
         print(f"  {state:8} {_describe(r, keys)}  ~{_duration(left)}", file=stream)
 
 
-def _in_time(jobs: list[list], todo: list[Run], parallel: int, hours: float) -> tuple[list[list], list[Run]]:
-    """The jobs that `within` keeps for `hours`, and the runs of the others."""
+def worker_slowdown(threads: int) -> float:
+    """How much longer than its estimate a run takes on a worker of `threads` cores: twice on one core (the
+    estimate is for two), never less than the estimate on more (small nets do not use many threads well)."""
+    return _CALIBRATED_CORES / min(_CALIBRATED_CORES, threads)
+
+
+def _in_time(
+    jobs: list[list], todo: list[Run], parallel: int, hours: float, slowdown: float
+) -> tuple[list[list], list[Run]]:
+    """The jobs that `within` keeps for `hours` on `parallel` workers, each `slowdown` times slower than the
+    estimate, and the runs of the others."""
     by_key = {r.config.key(): r for r in todo}
-    # a job's time on its worker: the estimate (for the whole 2-core machine) times the workers sharing it
-    durations = [sum(seconds_left(by_key[c.key()]) for c in job) * parallel for job in jobs]
+    durations = [sum(seconds_left(by_key[c.key()]) for c in job) * slowdown for job in jobs]
     keep = within(durations, parallel, hours * 3600)
     later = [by_key[c.key()] for job, k in zip(jobs, keep) if not k for c in job]
     return [job for job, k in zip(jobs, keep) if k], later
