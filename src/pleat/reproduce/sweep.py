@@ -272,7 +272,7 @@ def reproduce(
             file=stream,
         )
     if dry_run:
-        _print_plan(runs, todo, later + elsewhere, taken, keys, stream)
+        _print_plan(runs, todo, later, elsewhere, taken, keys, stream)
         return {
             "runs": len(runs),
             "trained": 0,
@@ -298,18 +298,19 @@ def reproduce(
     return {"runs": len(runs), "trained": len(todo), "failed": failed, "diverged": diverged, **report}
 
 
-def _print_plan(runs: list[Run], todo: list[Run], later: list[Run], taken: dict, keys: list[str], stream) -> None:
+def _print_plan(
+    runs: list[Run], todo: list[Run], later: list[Run], elsewhere: list[Run], taken: dict, keys: list[str], stream
+) -> None:
     """--dry-run: each run's state (taken from another sweep, finished, training in another process, at epoch k/n,
     todo, later: beyond --hours) and its time left."""
     for r in runs:
-        if r not in todo and r not in later:
+        if r in elsewhere:
+            state, left = "training", seconds_left(r)
+        elif r not in todo and r not in later:
             state, left = "taken" if r.config.key() in taken else "finished", 0.0
         else:
             trained = _epoch(_folder(r), r.config.epochs)
-            if training(_folder(r)):
-                state = "training"
-            else:
-                state = "later" if r in later else f"at {trained}/{r.config.epochs}" if trained else "todo"
+            state = "later" if r in later else f"at {trained}/{r.config.epochs}" if trained else "todo"
             left = seconds_left(r)
         print(f"  {state:8} {_describe(r, keys)}  ~{_duration(left)}", file=stream)
 
