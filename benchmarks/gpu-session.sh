@@ -1,34 +1,44 @@
 #!/usr/bin/env bash
 # What a session lent a GPU runs, as one command within the device tool's 10-minute limit (15 minutes of device
-# time a session, all calls together). From the repository root, on this machine:
-#   mkdir -p data && cp -r ../shared/datasets/FashionMNIST data/      # /data/ is git-ignored; about 30 MB
+# time a session, all calls together, the machine's start included). From the repository root, on this machine:
+#   mkdir -p data && cp -r ../shared/datasets/{MNIST,FashionMNIST} data/   # /data/ is git-ignored; about 42 MB
 #   device run: command "bash benchmarks/gpu-session.sh", carry ["data"], timeout_s 590
-# It writes into $OUT (at most 8 files come back): gpu.txt (the card), gpu-tests.txt, objective.txt, group.txt,
-# $SWEEP-decisive.txt (the sweep's log: runs finished, their accuracies) and $SWEEP-decisive.tar.gz (the sweep's
-# store without checkpoints: unpack it into results/ and the next session, GPU or CPU, continues it). The decisive
-# budget (the paper's protocol on the settings the claims need) of Fig 4 right is what the CPU can least finish:
-# 10.7 h on 2 cores (fig3's decisive sweep is complete; set SWEEP=fig5 or fig4-left for the others).
+# then, if device time is left and the machine is still warm (30 s), at once:
+#   device run: command "SKIP_CHECKS=1 BUDGET=150 bash benchmarks/gpu-session.sh", carry ["data"], timeout_s 170
+# which resumes the sweeps from the checkpoints the first call left on that machine (git-ignored files stay).
+# It writes into $OUT (at most 8 files come back): gpu.txt (the card), gpu-tests.txt, objective.txt, and per sweep
+# of $SWEEPS its log ($S-decisive.txt) and its store without checkpoints ($S-decisive.tar.gz: unpack it into
+# results/; finished runs count, unfinished ones are retrained). The sweeps run side by side, each group of runs in
+# its own process: the paper's nets are too small to fill the card, so one process leaves it mostly idle.
 # The GPU machine reaches no network: pleat runs from src/ with the packages it finds there.
 set -uo pipefail
 export PLEAT_DATA="${PLEAT_DATA:-$PWD/data}" PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 OUT="${OUT:-/tmp/pleat-gpu-session}"
 DEVICE="${DEVICE:-cuda}"
-SWEEP_SECONDS="${SWEEP_SECONDS:-300}"
-SWEEP="${SWEEP:-fig4-right}"
+BUDGET="${BUDGET:-570}"  # seconds this whole command may take
+SWEEPS="${SWEEPS:-fig5 fig4-right}"  # issue 30: Figs 5 and 4 right at the decisive budget run on a GPU first
+WORKERS="${WORKERS:-4}"  # processes per sweep (fig4-right's decisive budget packs into 4 groups, fig5's into 1)
+START=$(date +%s)
 mkdir -p "$OUT"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; date -u; python --version;
-  python -c "import torch; print('torch', torch.__version__)"
-  for m in numpy scipy pandas matplotlib kornia tqdm pytest pytorch_optimizer; do
-    python -c "import $m" 2>/dev/null && echo "has $m" || echo "MISSING $m"
-  done; } | tee "$OUT/gpu.txt"
-# -o addopts="": without the default -n auto, which needs pytest-xdist (the GPU machine may lack it)
-timeout 120 python -m pytest -o addopts="" -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.txt"
-timeout 90 python benchmarks/objective.py --device "$DEVICE" --no-memory --quick 2>&1 | tee "$OUT/objective.txt"
-timeout 30 python benchmarks/kernels.py --device "$DEVICE" 2>&1 | tee "$OUT/kernels.txt"
-{ timeout 120 python benchmarks/sweep.py group --device "$DEVICE"
-  timeout 120 python benchmarks/sweep.py compile --device "$DEVICE"; } 2>&1 | tee "$OUT/group.txt"
-# a decisive sweep, as far as it gets; a later run of this script (or a CPU session) resumes it
-timeout "$SWEEP_SECONDS" python -m pleat.cli reproduce "$SWEEP" --budget decisive --device "$DEVICE" \
-  --workers 1 --out "results/$SWEEP-decisive" 2>&1 | tee "$OUT/$SWEEP-decisive.txt"
-tar czf "$OUT/$SWEEP-decisive.tar.gz" --exclude='checkpoint-*.pt' --exclude=lock "results/$SWEEP-decisive"
+if [ -z "${SKIP_CHECKS:-}" ]; then
+  { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; date -u; python3 --version
+    python3 -c "import torch; print('torch', torch.__version__)"
+    for m in numpy scipy pandas matplotlib kornia tqdm pytest pytorch_optimizer; do
+      python3 -c "import $m" 2>/dev/null && echo "has $m" || echo "MISSING $m"
+    done; } | tee "$OUT/gpu.txt"
+  # -o addopts="": without the default -n auto, which needs pytest-xdist (the GPU machine may lack it)
+  timeout 100 python3 -m pytest -o addopts="" -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.txt"
+  timeout 80 python3 benchmarks/objective.py --device "$DEVICE" --no-memory --quick 2>&1 | tee "$OUT/objective.txt"
+fi
+# the decisive sweeps, side by side, as far as they get; a later call (or session) resumes them
+left=$((BUDGET - ($(date +%s) - START) - 20))
+for s in $SWEEPS; do
+  timeout "$left" python3 -m pleat.cli reproduce "$s" --budget decisive --device "$DEVICE" --workers "$WORKERS" \
+    --out "results/$s-decisive" >"$OUT/$s-decisive.txt" 2>&1 &
+done
+wait
+for s in $SWEEPS; do
+  tail -n 30 "$OUT/$s-decisive.txt"
+  tar czf "$OUT/$s-decisive.tar.gz" --exclude='checkpoint-*.pt' --exclude=lock "results/$s-decisive"
+done
 ls -la "$OUT"
