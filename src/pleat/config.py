@@ -34,6 +34,7 @@ ADDED_KEYS = {
     "probe_estimator": "layer",
     "probe_windows": "fixed",
     "rescope_every": 0,
+    "label_noise": 0.0,
 }
 
 
@@ -48,7 +49,8 @@ class Config:
     # own nn.Linear / nn.Conv2d initialisation: the paper states no initialisation for its FC nets)
     init: str = "kaiming"
     # none (plain training) | pla (eq 23) | plea (eq 22); baselines beyond the paper: sam (sharpness-aware
-    # minimisation, pytorch-optimizer's SAM, over every parameter) | noise (each step's gradient is taken at
+    # minimisation, `pleat.SAM`: its ascent perturbs the parameters of `layers`, every parameter when `layers` is
+    # empty, and its descent updates every one) | noise (each step's gradient is taken at
     # W + ΔW, ΔW Gaussian on `layers` with the box's per-weight variance R²/3)
     kind: str = "pla"
     layers: tuple = (2,)  # smoothed layers, as in PartialLocalEntropy: 1-based indices or module names
@@ -79,6 +81,9 @@ class Config:
     seed: int = 0  # initialisation, shuffling, augmentation and perturbations all derive from it
     train_subset: int = 0  # first N training examples; 0: the whole training set
     test_subset: int = 0  # first N test examples; 0: the whole test set
+    # fraction of the training labels replaced by a class drawn uniformly from all classes (the true one included),
+    # drawn from the run's seed alone: every arm of a seed sees the same labels; the test set stays clean
+    label_noise: float = 0.0
     data_dir: str = ""  # empty: $PLEAT_DATA, else ~/.cache/pleat/data
     out_dir: str = "runs"  # where the run store lives
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
@@ -144,6 +149,8 @@ class Config:
             bad("lr", "must be a finite number > 0")
         if not 0 <= self.momentum < 1:
             bad("momentum", "must be in [0, 1)")
+        if not 0 <= self.label_noise <= 1:
+            bad("label_noise", "must be a fraction in [0, 1]")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             bad("weight_decay", "must be a finite number >= 0")
         if self.probe_windows == "log" and not self.probe_every:

@@ -158,6 +158,7 @@ class Dataset:
     x_test: Tensor
     y_test: Tensor
     classes: int = 10
+    y_train_clean: Tensor | None = None  # the true labels, where `y_train` holds noisy ones (label_noise)
 
     def augment(self, x: Tensor, seed: int) -> Tensor:
         """The paper's training augmentation of a batch, drawn per sample; the same seed gives the same batch."""

@@ -50,7 +50,7 @@ def loss_precision(out: Tensor) -> Tensor:
 def check_layers(config: Config) -> None:
     """Raise ValueError (listing the model's layers) when `config.layers` selects nothing of its model: built on
     the meta device, so that the check costs no memory and no data."""
-    if config.kind in ("none", "sam"):
+    if config.kind == "none" or (config.kind == "sam" and not config.layers):
         return
     with torch.device("meta"):
         model = build(config.model, config.activation)
@@ -68,7 +68,22 @@ def load_data(config: Config, device: torch.device) -> datasets.Dataset:
     )
     dtype = parameter_dtype(config)
     data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
+    if config.label_noise:
+        data.y_train_clean = data.y_train
+        data.y_train = noisy_labels(config, data.y_train, data.classes)
     return data
+
+
+def noisy_labels(config: Config, labels: Tensor, classes: int) -> Tensor:
+    """`labels` with the fraction `label_noise` of them (rounded to whole examples, chosen at random) replaced by a
+    class drawn uniformly from all `classes`; drawn on the CPU from the run's seed alone, so that every arm and
+    every device of a seed trains on the same labels."""
+    generator = torch.Generator().manual_seed(derive(config.seed, "label_noise"))
+    n = len(labels)
+    replaced = torch.randperm(n, generator=generator)[: round(config.label_noise * n)]
+    noisy = labels.cpu().clone()
+    noisy[replaced] = torch.randint(classes, (len(replaced),), generator=generator)
+    return noisy.to(labels.device)
 
 
 def parameter_dtype(config: Config) -> torch.dtype:
@@ -129,15 +144,17 @@ def batch(config: Config, data: datasets.Dataset, index: Tensor, epoch: int, ste
 
 
 def epoch_record(
-    epoch: int, train: tuple[float, float], test: tuple[float, float], temperature: dict, windows, seconds: float
+    epoch: int, train: tuple[float, float], test: tuple, temperature: dict, windows, seconds: float
 ) -> dict:
-    """One line of metrics.jsonl: `epoch` is 1-based; windows is None unless probe_every is set."""
+    """One line of metrics.jsonl: `epoch` is 1-based; test is (loss, accuracy[, accuracy on the even and the odd
+    test examples]); windows is None unless probe_every is set."""
     return {
         "epoch": epoch,
         "train_loss": train[0],
         "train_accuracy": train[1],
         "test_loss": test[0],
         "test_accuracy": test[1],
+        **({"test_accuracy_halves": list(test[2])} if len(test) > 2 else {}),
         "temperature": {k: list(v) for k, v in temperature.items()},
         **({"windows": windows} if windows is not None else {}),
         "seconds": seconds,
@@ -171,8 +188,28 @@ def diverged(record: dict) -> bool:
     return not math.isfinite(record["train_loss"])
 
 
+# the end of training, as a mean over the last epochs: where a net memorises noisy labels its test accuracy swings
+# by several points from one epoch to the next, so one epoch's value is a draw, not a level
+FINAL_EPOCHS = 10
+
+
+def selection(history: list[dict]) -> dict:
+    """Early stopping without the test set it reports on: the epoch of best accuracy on the even test examples,
+    and the accuracy on the odd ones at that epoch (ties: the earliest epoch); and the mean test accuracy over
+    the last `FINAL_EPOCHS` epochs. Runs older than the halves' record give only the mean."""
+    accs = [r["test_accuracy"] for r in history]
+    chosen = {"final_mean_test_accuracy": sum(accs[-FINAL_EPOCHS:]) / len(accs[-FINAL_EPOCHS:])}
+    if all("test_accuracy_halves" in r for r in history):
+        selecting = [r["test_accuracy_halves"][0] for r in history]
+        epoch = max(range(len(history)), key=selecting.__getitem__)
+        chosen["selected_epoch"] = epoch + 1
+        chosen["selected_test_accuracy"] = history[epoch]["test_accuracy_halves"][1]
+    return chosen
+
+
 def finish(store: RunStore, history: list[dict], started: float) -> dict:
-    """Write and return the run's result: best and final test accuracy, and the epoch it diverged at, if it did."""
+    """Write and return the run's result: best and final test accuracy, the early-stopped one (`selection`), and
+    the epoch it diverged at, if it did."""
     accs = [r["test_accuracy"] for r in history]
     best = max(range(len(accs)), key=accs.__getitem__)
     result = {
@@ -183,6 +220,8 @@ def finish(store: RunStore, history: list[dict], started: float) -> dict:
         "final_test_accuracy": accs[-1],
         "final_train_loss": history[-1]["train_loss"],
         "final_train_accuracy": history[-1]["train_accuracy"],
+        **selection(history),
+        **{f"final_{k}": v for k, v in history[-1].items() if k == "train_accuracy_clean"},
         "seconds_this_session": time.time() - started,
     }
     if diverged(history[-1]):
@@ -208,15 +247,15 @@ def log(writer, record: dict) -> None:
 
 
 def optimizer_for(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD with the config's learning rate, momentum (no Nesterov) and weight decay; wrapped in SAM for kind sam."""
+    """SGD with the config's learning rate, momentum (no Nesterov) and weight decay; for kind sam wrapped in
+    `pleat.sam.SAM`, whose ascent perturbs the parameters of `layers` (every parameter when `layers` is empty)."""
     sgd: dict = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=False)
     if config.kind != "sam":
         return torch.optim.SGD(model.parameters(), **sgd)
-    try:
-        from pytorch_optimizer import SAM
-    except ImportError as e:
-        raise ImportError("kind = 'sam' needs pytorch-optimizer: pip install 'torch-pleat[train]'") from e
-    return SAM(model.parameters(), torch.optim.SGD, rho=config.radius, **sgd)
+    from pleat.sam import SAM
+
+    perturbed = [model.get_parameter(s.name) for s in select(model, list(config.layers))] if config.layers else None
+    return SAM(model.parameters(), torch.optim.SGD, rho=config.radius, perturbed=perturbed, **sgd)
 
 
 def tensorboard(store: RunStore, start_epoch: int):

@@ -73,7 +73,10 @@ def train_group(configs: list[Config]) -> list[dict]:
     if not configs:
         return []
     if len({group_key(c) for c in configs}) > 1:
-        raise ValueError(f"these runs cannot share one vectorised program: they must agree on {', '.join(SHARED_KEYS)}")
+        raise ValueError(
+            f"these runs cannot share one vectorised program: they must agree on {', '.join(SHARED_KEYS)} "
+            "(and on seed, with label_noise)"
+        )
     stores = [RunStore(c) for c in configs]
     if all(s.finished for s in stores):
         return [s.result() for s in stores]
@@ -92,8 +95,10 @@ def train_group(configs: list[Config]) -> list[dict]:
 
 
 def group_key(config: Config) -> tuple:
-    """Runs with equal keys can be trained as one group."""
-    return tuple(getattr(config, k) for k in SHARED_KEYS)
+    """Runs with equal keys can be trained as one group; runs with label noise share their seed too, since the
+    group shares one dataset and the noisy labels are drawn from the seed."""
+    noisy = (config.label_noise, config.seed) if config.label_noise else ()
+    return (*(getattr(config, k) for k in SHARED_KEYS), *noisy)
 
 
 def effective_kind(config: Config) -> str:
@@ -348,6 +353,7 @@ class Group:
         steps = math.ceil(n / batch_size)
         loss_sum = torch.zeros(len(members), dtype=torch.float64, device=device)
         correct = torch.zeros(len(members), dtype=torch.int64, device=device)
+        correct_clean = torch.zeros_like(correct)  # against the true labels, with label_noise
         ends = [life.window_ends(m.config, steps) for m in members]
         windows: list[list[dict]] = [[] for _ in members]
         for step in life.progress(range(steps), steps_bar, leave=False, unit="step"):
@@ -360,11 +366,14 @@ class Group:
             centre, out = self.step(x, y, autocast)
             loss_sum += centre.double() * y.shape[1]  # on the device: no host sync per step
             correct += (out.argmax(-1) == y).sum(1)
+            if data.y_train_clean is not None:
+                correct_clean += (out.argmax(-1) == data.y_train_clean[index]).sum(1)
             for k, m in enumerate(members):
                 if (at := m.epoch * steps + step + 1) in ends[k]:
                     windows[k].append({"step": at, "temperature": {w: list(v) for w, v in m.probe.epoch().items()}})
         test = self.evaluate(data.x_test, data.y_test, autocast)
         train = zip((loss_sum / n).tolist(), (correct.double() / n).tolist())
+        clean = (correct_clean.double() / n).tolist() if data.y_train_clean is not None else None
         seconds = (time.time() - started) / len(members)
         ended, rows = [], []
         for k, (m, train_k, test_k) in enumerate(zip(members, train, test)):
@@ -373,6 +382,8 @@ class Group:
             record = life.epoch_record(
                 m.epoch + 1, train_k, test_k, temperature, windows[k] if every else None, seconds
             )
+            if clean is not None:
+                record["train_accuracy_clean"] = clean[k]
             if m.scoped:  # the radii this epoch trained with
                 record["radii"] = dict(m.radius)  # type: ignore[arg-type]
             m.history.append(record)
@@ -398,17 +409,23 @@ class Group:
             life.log(m.writer, record)
 
     @torch.no_grad()
-    def evaluate(self, x: Tensor, y: Tensor, autocast) -> list[tuple[float, float]]:
-        """Each run's mean test loss and accuracy, the test set shared by all runs; one host sync."""
+    def evaluate(self, x: Tensor, y: Tensor, autocast) -> list[tuple[float, float, list[float]]]:
+        """Each run's mean test loss and accuracy, and its accuracy on the test set's even and odd examples (the
+        halves that `lifecycle.finish` selects an epoch on and reports at); the test set shared by all runs; one
+        host sync."""
         k = len(self.members)
         loss = torch.zeros(k, dtype=torch.float64, device=x.device)
-        correct = torch.zeros(k, dtype=torch.int64, device=x.device)
-        size = max(64, 1024 // k)
+        correct = torch.zeros(k, 2, dtype=torch.int64, device=x.device)  # even, odd examples
+        size = 2 * max(32, 512 // k)  # even: every chunk starts on an even example
         for start in range(0, len(x), size):
             with autocast():
                 out = self.net(self.params, x[start : start + size], shared=True)[:, 0]
             target = y[start : start + size]
             losses = F.cross_entropy(life.loss_precision(out).flatten(0, 1), target.repeat(k), reduction="none")
             loss += losses.view(k, -1).double().sum(1)
-            correct += (out.argmax(-1) == target).sum(1)
-        return list(zip((loss / len(x)).tolist(), (correct.double() / len(x)).tolist()))
+            hits = out.argmax(-1) == target
+            correct[:, 0] += hits[:, 0::2].sum(1)
+            correct[:, 1] += hits[:, 1::2].sum(1)
+        halves = correct.double() / torch.tensor([(len(x) + 1) // 2, len(x) // 2], device=x.device).clamp(min=1)
+        accuracy = correct.sum(1).double() / len(x)
+        return list(zip((loss / len(x)).tolist(), accuracy.tolist(), halves.tolist()))

@@ -77,8 +77,18 @@ def _early_gain(row) -> float:
     return float(early["test_accuracy"]) - float(metrics[-1]["test_accuracy"])
 
 
+def _selected(row, key: str) -> float:
+    """An early-stopped or end-of-training accuracy of the run's metrics (`pleat.lifecycle.selection`)."""
+    from pleat.lifecycle import selection
+
+    metrics = row.get("metrics")
+    return float(selection(metrics).get(key, float("nan"))) if isinstance(metrics, list) and metrics else float("nan")
+
+
 _METRICS: dict[str, Callable] = {
     "final_train_accuracy": lambda row: _last(row, "train_accuracy"),
+    "selected_test_accuracy": lambda row: _selected(row, "selected_test_accuracy"),
+    "final_mean_test_accuracy": lambda row: _selected(row, "final_mean_test_accuracy"),
     "early_minus_final": _early_gain,
 }
 
@@ -91,8 +101,10 @@ def has_collapsed(rows, plain) -> bool:
     return bool(mine and theirs) and sum(mine) / len(mine) < sum(theirs) / len(theirs) - COLLAPSE
 
 
-def versus(what: str, a, b, direction: int, spec, plain=None, metric: str = METRIC) -> Test:
-    """The test of a - b (rows of the table); `plain`: plain SGD's rows, against which collapse is judged."""
+def versus(what: str, a, b, direction: int, spec, plain=None, metric: str | None = None) -> Test:
+    """The test of a - b (rows of the table) on `metric` (default: the spec's); `plain`: plain SGD's rows, against
+    which collapse is judged."""
+    metric = metric or getattr(spec, "metric", METRIC)
     estimate = compare(per_seed(a, metric), per_seed(b, metric))
     collapsed = " and ".join(side for side, rows in (("first", a), ("second", b)) if has_collapsed(rows, plain))
     return Test(what, estimate, direction, spec.margin, collapsed)
@@ -115,7 +127,8 @@ def name(layers) -> str:
 
 
 def radii(table) -> list[float]:
-    return sorted(smoothed(table)["radius"].unique())
+    """The fixed radii of the smoothed runs (radii per layer, relative or scoped, are settings of their own)."""
+    return sorted(r for r in smoothed(table)["radius"].unique() if isinstance(r, float))
 
 
 def at_radius(table, r):

@@ -10,6 +10,7 @@ few config keys and a grid of values crossed with each other) and three budgets 
     [protocol]                 # Config keys
     [[arm]]                    # label = "PLA", config keys, and grid.<key> = [values...]; optional regime = "..."
                                # (a training regime: each claim is judged within each regime)
+    [regime."noise 0.4"]       # optional: config keys of a regime that every arm without its own regime runs in
     [budget.smoke]             # config keys for every run, seeds = N, grid.<key> = [...] replacing an arm's grid
     [budget.decisive]          # optional: the paper's protocol on settings fixed in advance, listed as
     only = [{arm = "plain"}, {arm = "PLA", layers = [2], radius = 0.01}]   # keep a run matching any entry
@@ -28,9 +29,13 @@ from pleat.config import Config, read_toml
 
 BUDGETS = ("smoke", "quick", "decisive", "paper")
 OPTIONAL_BUDGETS = ("decisive",)  # the paper's protocol restricted to each claim's settings, fixed in advance
+METRICS = ("best_test_accuracy", "selected_test_accuracy", "final_mean_test_accuracy")
 PLOTS = ("radius", "curves", "temperature", "baselines", "regimes")
 SPECS = Path(__file__).parent / "specs"
-_TOP = {"name", "title", "plot", "claims", "notes", "protocol", "arm", "budget", "colours", "margin", "reuse"}
+_TOP = {
+    "name", "title", "plot", "claims", "notes", "protocol", "arm", "budget", "colours", "margin", "reuse", "regime",
+    "metric",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,11 @@ class Spec:
     margin: float = 0.01  # equivalence margin on test accuracy for "matches" claims (Figure 5)
     source: Path | None = None  # the file it was read from
     reuse: tuple[str, ...] = ()  # sweeps (spec names) whose finished runs of the same config are taken, not retrained
+    # {name: config keys}: regimes every arm without a `regime` of its own is crossed with, in this order
+    regimes: dict = dataclasses.field(default_factory=dict)
+    # the accuracy the claims compare: best_test_accuracy (the paper's view), selected_test_accuracy (early stopping
+    # on the even test examples, reported on the odd ones) or final_mean_test_accuracy (the last 10 epochs)
+    metric: str = "best_test_accuracy"
 
     def seeds(self, budget: str) -> int:
         return int(self.budgets[budget].get("seeds", 3))
@@ -104,7 +114,11 @@ def load_spec(name: str | Path) -> Spec:
         margin=float(raw.get("margin", 0.01)),
         source=path,
         reuse=tuple(raw.get("reuse", ())),
+        regimes=dict(raw.get("regime", {})),
+        metric=raw.get("metric", "best_test_accuracy"),
     )
+    if spec.metric not in METRICS:
+        raise ValueError(f"spec {path}: metric must be one of {', '.join(METRICS)}, got {spec.metric!r}")
     from pleat.reproduce.claims import CHECKS  # the claims a spec may name
 
     bad = [c for c in spec.claims if c not in CHECKS]
@@ -137,7 +151,8 @@ def expand(spec: Spec, budget: str, seeds: int | None = None, **where) -> list[R
     for arm in spec.arms:
         arm = dict(arm)
         label = arm.pop("label", None)
-        regime = arm.pop("regime", "")
+        own = arm.pop("regime", "")
+        regimes = [(own, {})] if own or not spec.regimes else list(spec.regimes.items())
         if not label:
             raise ValueError(f"spec {spec.name}: every [[arm]] needs a label")
         grid = dict(arm.pop("grid", {}))
@@ -146,20 +161,21 @@ def expand(spec: Spec, budget: str, seeds: int | None = None, **where) -> list[R
         if empty:
             raise ValueError(f"spec {spec.name}, arm {label!r}: grid.{empty[0]} must be a non-empty list")
         keys = list(grid)
-        for values in itertools.product(*(grid[k] for k in keys)):
-            if only is not None and not any(
-                _matches(entry, label, {**arm, **dict(zip(keys, values))}) for entry in only
-            ):
+        for (regime, setting), values in itertools.product(regimes, itertools.product(*(grid[k] for k in keys))):
+            point = {**arm, **setting, **dict(zip(keys, values))}
+            if only is not None and not any(_matches(entry, label, point) for entry in only):
                 continue
             for seed in range(n_seeds):
                 # a budget's keys win over an arm's: smoke and quick compress every regime alike
-                config = {**spec.protocol, **arm, **dict(zip(keys, values)), **overrides, "seed": seed, **where}
+                config = {**spec.protocol, **point, **overrides, "seed": seed, **where}
                 try:
                     runs.append(Run(label, Config.from_dict(config), regime))
                 except ValueError as e:
                     raise ValueError(f"spec {spec.name}, arm {label!r}, budget {budget}: {e}") from e
     if not runs:
         raise ValueError(f"spec {spec.name}: budget {budget} expands to no run")
+    position = {name: i for i, name in enumerate(spec.regimes)}
+    runs.sort(key=lambda r: position.get(r.regime, -1))  # a regime's runs together, in the spec's order
     unique = {r.config.key(): r for r in runs}
     return list(unique.values())
 
