@@ -1,8 +1,9 @@
 """The reference the trainer is tested against: a run of a config trained by the plainest loop that pleat's public
 pieces allow, one point at a time where it can: `PartialLocalEntropy` for pla/plea, `functional_call` at the
-shifted weights for noise, pytorch-optimizer's SAM with its closure, `torch.optim.SGD`, `LayerTemperature`, and a
-plain evaluation loop. It shares with the trainer only the run's lifecycle (data, initial weights, data order,
-augmentation, the seed of each generator), not its maths."""
+shifted weights for noise, `pleat.SAM` with its closure (tested against a hand loop in test_sam),
+`torch.optim.SGD`, `LayerTemperature`, and an evaluation loop one example at a time. It shares with the trainer
+only the run's lifecycle (data and its noisy labels, initial weights, data order, augmentation, the seed of each
+generator), not its maths."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def naive_train(config: Config) -> tuple[list[dict], dict]:
     steps = -(-n // config.batch_size)
     ends = life.window_ends(config, steps)
     for epoch in range(config.epochs):
-        loss_sum, correct, windows = 0.0, 0, []
+        loss_sum, correct, clean, windows = 0.0, 0, 0, []
         for step, index in enumerate(life.epoch_order(config, n, epoch).split(config.batch_size)):
             x, y = life.batch(config, data, index, epoch, step)
             optimizer.zero_grad(set_to_none=True)
@@ -97,15 +98,19 @@ def naive_train(config: Config) -> tuple[list[dict], dict]:
                 optimizer.step()
             loss_sum += float(reported.detach()) * len(y)
             correct += int((out.argmax(1) == y).sum())
+            if data.y_train_clean is not None:
+                clean += int((out.argmax(1) == data.y_train_clean[index]).sum())
             if (at := epoch * steps + step + 1) in ends:
                 windows.append({"step": at, "temperature": {k: list(v) for k, v in probe.epoch().items()}})
-        test_loss, test_correct = 0.0, 0
+        test_loss, test_correct, halves = 0.0, 0, [0, 0]
         with torch.no_grad():
-            for x, y in zip(data.x_test.split(1000), data.y_test.split(1000)):
+            for i, (x, y) in enumerate(zip(data.x_test, data.y_test)):
                 with autocast():
-                    out = model(x)
-                test_loss += float(F.cross_entropy(life.loss_precision(out), y, reduction="sum"))
-                test_correct += int((out.argmax(1) == y).sum())
+                    out = model(x[None])
+                test_loss += float(F.cross_entropy(life.loss_precision(out), y[None], reduction="sum"))
+                hit = int(out.argmax(1)[0] == y)
+                test_correct += hit
+                halves[i % 2] += hit
         temperature = {} if config.probe_every else {k: list(v) for k, v in probe.epoch().items()}
         record = {
             "epoch": epoch + 1,
@@ -113,6 +118,8 @@ def naive_train(config: Config) -> tuple[list[dict], dict]:
             "train_accuracy": correct / n,
             "test_loss": test_loss / len(data.x_test),
             "test_accuracy": test_correct / len(data.x_test),
+            "test_accuracy_halves": [halves[0] / ((len(data.x_test) + 1) // 2), halves[1] / (len(data.x_test) // 2)],
+            **({"train_accuracy_clean": clean / n} if data.y_train_clean is not None else {}),
             "temperature": temperature,
             **({"windows": windows} if config.probe_every else {}),
         }

@@ -18,7 +18,7 @@ from pleat.stacked import Stacked
 from pleat.store import RunStore
 from pleat.train import group_key, train, train_group
 
-KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_accuracy_halves")
 
 
 def stacked_case(name, perturbed, k=3, points=3, batch=4, dtype=torch.float64):
@@ -90,7 +90,7 @@ def fc_configs(out_dir, **common):
         dict(kind="none", seed=2, weight_decay=1e-3),
         dict(kind="pla", layers=[1], radius=0.1, epochs=3, momentum=0.5, sharpness=300.0),
         dict(kind="pla", layers=[2], radius=0.0, seed=4),  # smooths nothing: plain
-        dict(kind="sam", radius=0.05, seed=5),
+        dict(kind="sam", layers=[1], radius=0.05, seed=5),  # the ascent on layer 1 alone
         dict(kind="noise", layers=[1], radius=0.05, seed=6),
         dict(kind="pla", layers=[2], radius=0.05, samples=2, seed=7, probe_gradient="centre", probe_estimator="weight"),
     ]

@@ -108,6 +108,7 @@ def test_shipped_specs_expand_to_exactly_their_grids():
         "fig8",
         "anisotropic",
         "baselines",
+        "label-noise",
         "sensitivity",
     ]
     fig3 = load_spec("fig3")
@@ -136,6 +137,23 @@ def test_shipped_specs_expand_to_exactly_their_grids():
     assert {r.config.probe_every for r in fig1} == {20}
     kinds = {r.config.kind for r in expand(load_spec("baselines"), "paper")}
     assert kinds == {"pla", "plea", "sam", "noise", "none"}
+    noisy = expand(load_spec("label-noise"), "decisive")
+    settings = {(r.arm, r.config.kind, r.config.layers, r.config.radius) for r in noisy}
+    assert settings == {
+        ("plain", "none", (2,), 0.01),
+        *(("PLA", "pla", (2,), r) for r in (0.02, 0.05, 0.1)),
+        ("PLA", "pla", (1,), 0.05),
+        ("PLA", "pla", (1, 2), 0.05),
+        ("PLA relative", "pla", (2,), "relative:1.0"),
+        ("SAM", "sam", (), 0.05),
+        ("SAM", "sam", (1,), 0.05),
+        ("SAM", "sam", (2,), 0.05),
+        ("noise", "noise", (2,), 0.05),
+    }
+    assert len(noisy) == 11 * 2 * 4  # settings x regimes x seeds
+    assert [r.regime for r in noisy[:44]] == ["noise 0.4"] * 44 and {r.regime for r in noisy[44:]} == {"noise 0.2"}
+    assert {(r.regime, r.config.label_noise) for r in noisy} == {("noise 0.4", 0.4), ("noise 0.2", 0.2)}
+    assert {(r.config.train_subset, r.config.epochs, r.config.lr) for r in noisy} == {(10000, 100, 0.01)}
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,9 @@ def _net():
 
 def _batches(n=4):
     g = torch.Generator().manual_seed(1)
-    return [(torch.randn(8, 6, generator=g, dtype=torch.float64), torch.randint(3, (8,), generator=g)) for _ in range(n)]
+    return [
+        (torch.randn(8, 6, generator=g, dtype=torch.float64), torch.randint(3, (8,), generator=g)) for _ in range(n)
+    ]
 
 
 def _sam_steps(model, opt, batches):
@@ -89,3 +91,20 @@ def test_weights_come_back_exactly_and_errors_name_the_fix():
         SAM(list(model.parameters())[:2], torch.optim.SGD, perturbed=[model[4].weight], lr=0.1)
     with pytest.raises(ValueError, match="closure"):
         opt.step()
+
+
+def test_a_loaded_state_reaches_the_base_optimizer():
+    """Momentum saved mid-training and loaded into a fresh SAM gives the steps of the uninterrupted one."""
+    batches = _batches(6)
+    whole = _net()
+    _sam_steps(whole, SAM(whole.parameters(), rho=0.2, perturbed=[whole[2].weight], lr=0.1, momentum=0.9), batches)
+    first = _net()
+    opt = SAM(first.parameters(), rho=0.2, perturbed=[first[2].weight], lr=0.1, momentum=0.9)
+    _sam_steps(first, opt, batches[:3])
+    resumed = copy.deepcopy(first)
+    again = SAM(resumed.parameters(), rho=0.2, perturbed=[resumed[2].weight], lr=0.1, momentum=0.9)
+    again.load_state_dict(opt.state_dict())
+    assert again.base_optimizer.state and again.state is again.base_optimizer.state
+    _sam_steps(resumed, again, batches[3:])
+    for p, q in zip(resumed.parameters(), whole.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-15)

@@ -269,8 +269,66 @@ def test_sam_step_is_the_two_pass_update():
     g_up = _grad_at(model, up, x, y)
     w = model.fc2.weight.detach()
     assert (w - (before["fc2.weight"] - config.lr * g["fc2.weight"])).abs().max() > 1e-6  # not the plain step
-    for n, p in model.named_parameters():  # pytorch-optimizer rounds differently, at ~1e-10
-        torch.testing.assert_close(p.detach(), before[n] - config.lr * g_up[n], rtol=1e-6, atol=1e-9)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), before[n] - config.lr * g_up[n], rtol=1e-12, atol=1e-15)
+
+
+def test_sam_on_a_layer_ascends_that_layer_alone_and_descends_every_weight():
+    import torch
+
+    config, model, before, x, y, _ = _tiny_step("sam", layers=[1])
+    g = _grad_at(model, before, x, y)["fc1.weight"]
+    up = {**before, "fc1.weight": before["fc1.weight"] + config.radius * g / g.norm()}
+    g_up = _grad_at(model, up, x, y)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), before[n] - config.lr * g_up[n], rtol=1e-12, atol=1e-15)
+
+
+def test_noisy_labels_replace_a_fixed_fraction_per_seed():
+    import torch
+
+    from pleat.lifecycle import noisy_labels
+
+    labels = torch.arange(10_000) % 10
+    a = noisy_labels(Config(label_noise=0.4, seed=3), labels, 10)
+    assert torch.equal(a, noisy_labels(Config(label_noise=0.4, seed=3, kind="sam", layers=()), labels, 10))
+    assert not torch.equal(a, noisy_labels(Config(label_noise=0.4, seed=4), labels, 10))
+    assert torch.equal(noisy_labels(Config(label_noise=0.0), labels, 10), labels)
+    wrong = (a != labels).float().mean().item()
+    # 4,000 labels redrawn uniformly over 10 classes: 3,600 expected wrong, standard deviation sqrt(4000 * 0.09) = 19
+    assert abs(wrong * 10_000 - 3600) < 5 * 19
+    assert set(a.tolist()) == set(range(10))
+
+
+@needs_data
+def test_label_noise_run_trains_on_noisy_labels_tests_on_clean_ones_and_selects_on_half(tmp_path):
+    """Against the naive loop (which reads the labels the lifecycle gives): the metrics, the clean-label train
+    accuracy, the test halves; the test set is untouched; the result's early-stopped and end-of-training values."""
+    from naive import naive_train
+
+    from pleat import lifecycle as life
+
+    config = quick(tmp_path, epochs=3, train_subset=300, test_subset=101, label_noise=0.5, dtype="float64", lr=0.05)
+    result = train(config)
+    expected, _ = naive_train(config)
+    got = RunStore(config).metrics()
+    for a, b in zip(expected, got):
+        for key in ("train_loss", "train_accuracy", "train_accuracy_clean", "test_accuracy", "test_accuracy_halves"):
+            assert b[key] == pytest.approx(a[key], rel=1e-10), key
+    assert any(r["train_accuracy_clean"] != r["train_accuracy"] for r in got)
+    import torch
+
+    clean = life.load_data(quick(tmp_path, train_subset=300, test_subset=101), torch.device("cpu"))
+    noisy = life.load_data(config, torch.device("cpu"))
+    assert torch.equal(noisy.y_test, clean.y_test) and torch.equal(noisy.y_train_clean, clean.y_train)
+    assert (noisy.y_train != clean.y_train).sum() > 100  # 150 redrawn, 9 in 10 of them wrong
+    halves = [r["test_accuracy_halves"] for r in got]
+    for r, (even, odd) in zip(got, halves):  # 51 even and 50 odd test examples
+        assert r["test_accuracy"] == pytest.approx((51 * even + 50 * odd) / 101)
+    chosen = max(range(3), key=lambda e: halves[e][0])
+    assert result["selected_epoch"] == chosen + 1 and result["selected_test_accuracy"] == halves[chosen][1]
+    assert result["final_mean_test_accuracy"] == pytest.approx(sum(r["test_accuracy"] for r in got) / 3)
+    assert result["final_train_accuracy_clean"] == got[-1]["train_accuracy_clean"]
 
 
 def test_noise_step_takes_the_gradient_at_a_gaussian_shift_of_the_chosen_layer():
@@ -452,6 +510,7 @@ def test_keys_added_later_keep_existing_runs_identity():
     for key, default in ADDED_KEYS.items():
         assert getattr(base, key) == default
     assert Config(probe_every=5).key() != base.key()
+    assert Config(label_noise=0.0).key() == base.key() and Config(label_noise=0.2).key() != base.key()
 
 
 @needs_data

@@ -56,7 +56,7 @@ class Config:
     layers: tuple = (2,)  # smoothed layers, as in PartialLocalEntropy: 1-based indices or module names
     # R: half-side of the hypercube, per weight (sam: ρ, the L2 norm of the ascent step); per layer (pla, plea,
     # noise): a table of layer to R, {fc1 = 0.005, fc2 = 0.02}, "relative:RHO" (R_l = RHO x RMS(W_l)),
-    # "relative-weight:RHO" (R_i = RHO x |w_i|), or
+    # "relative-filter:RHO" (R = RHO x RMS of each output unit's weights), "relative-weight:RHO" (R_i = RHO x |w_i|), or
     # "scoped:RISE" (R_l with tr(H_ll) R_l²/6 = RISE, from Hutchinson traces on 4 training batches; see rescope_every)
     radius: float = 0.01
     samples: int = 4  # y: extra points besides the centre
@@ -122,7 +122,8 @@ class Config:
             if radius_rule(self.radius) is None:
                 bad(
                     "radius",
-                    "a string must read relative:RHO, relative-weight:RHO or scoped:RISE, a finite number >= 0 "
+                    "a string must read relative:RHO, relative-filter:RHO, relative-weight:RHO or scoped:RISE, a "
+                    "finite number >= 0 "
                     "(RISE > 0)",
                 )
         elif isinstance(self.radius, tuple):
@@ -237,11 +238,12 @@ def shown(value) -> str:
     return json.dumps(value) if isinstance(value, (bool, str)) else str(value)
 
 
-RADIUS_RULES = ("relative", "relative-weight", "scoped")
+RADIUS_RULES = ("relative", "relative-filter", "relative-weight", "scoped")
 
 
 def radius_rule(radius) -> tuple[str, float] | None:
-    """(rule, number) of a radius string "relative:RHO", "relative-weight:RHO" or "scoped:RISE"; None otherwise."""
+    """(rule, number) of a radius string "relative:RHO", "relative-filter:RHO", "relative-weight:RHO" or
+    "scoped:RISE"; None otherwise."""
     rule, _, value = radius.partition(":") if isinstance(radius, str) else ("", "", "")
     if rule not in RADIUS_RULES:
         return None

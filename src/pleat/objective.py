@@ -86,8 +86,9 @@ class PartialLocalEntropy:
             every smoothed weight (the paper), or per layer: a mapping from layer spec to R
             (`{"fc1": 0.005, "fc2": 0.02}`, each smoothed weight under exactly one key), a callable of the
             `Selected` parameter, or `pleat.relative(rho)`: R_l = rho x RMS(W_l), re-read at every call
-            (`pleat.relative(rho, per="weight")`: R_i = rho x |w_i|, each weight its own box). A config's strings
-            "relative:RHO" and "relative-weight:RHO" mean the same.
+            (`pleat.relative(rho, per="weight")`: R_i = rho x |w_i|, each weight its own box; per="filter": each
+            output unit's RMS). A config's strings "relative:RHO", "relative-filter:RHO" and
+            "relative-weight:RHO" mean the same.
         samples: y, extra points besides the centre.
         kind: "pla" (partial local average, eq 19/23) or "plea" (partial local entropy, eq 14/22).
         sharpness: k, steepness of the soft box (eq 5); inf is the hard box of the paper's experiments.
@@ -240,7 +241,7 @@ class PartialLocalEntropy:
         if self.kernel is not None:
             return f"kernel={self.kernel!r}"
         if isinstance(self.radius, radii.Relative):
-            per = ", per='weight'" if self.radius.per == "weight" else ""
+            per = f", per={self.radius.per!r}" if self.radius.per != "layer" else ""
             return f"radius=relative({self.radius.rho:g}{per}), sharpness={self.sharpness}"
         boxes = radii.resolve(self.radius, self.target.module, self.selected, self.include_bias)  # type: ignore[arg-type]
         return "radius={" + ", ".join(f"{n}: {r:g}" for n, r in boxes.items()) + "}"

@@ -1,6 +1,8 @@
 """Radii per smoothed weight: one R for all (the paper), a mapping from layer spec to R, a callable of the
 selected parameter, or `relative(rho)`: R_l = rho x RMS(W_l), which a rescaling of the layers cannot change, or
-`relative(rho, per="weight")`: R_i = rho x |w_i| for each weight (as ASAM scales its ascent step, without its floor).
+`relative(rho, per="weight")`: R_i = rho x |w_i| for each weight (as ASAM scales its ascent step, without its floor),
+or `relative(rho, per="filter")`: R = rho x RMS of each output unit's (filter's) weights, as random weight
+perturbation scales its noise filter by filter (Li et al., arXiv 2211.11489).
 
 A ReLU net is scale-covariant: multiplying one layer (weight and bias) by c and the next layer's weight by 1/c
 leaves the function unchanged, and an absolute R then means a different smoothing. With relative radii the boxes
@@ -20,14 +22,15 @@ from pleat.config import radius_rule
 from pleat.kernels import Kernel, Scaled
 from pleat.select import Selected, select
 
-PER = ("layer", "weight")
+PER = ("layer", "filter", "weight")
 
 
 @dataclass(frozen=True)
 class Relative:
     """Radii read from the current weights at every call (no gradient): per="layer", R_l = rho x RMS(W_l) for every
-    weight of layer l; per="weight", R_i = rho x |w_i|. Both give a layer the same mean variance (rho RMS(W_l))²/3,
-    spread evenly or in proportion to w_i²; a weight at zero is then not perturbed."""
+    weight of layer l; per="filter", R_f = rho x RMS(W_f) for the weights of each output unit f (a row of a Linear
+    weight, a filter of a convolution); per="weight", R_i = rho x |w_i|. All give a layer the same mean variance
+    (rho RMS(W_l))²/3, spread evenly, by filter or in proportion to w_i²; a weight at zero is then not perturbed."""
 
     rho: float
     per: str = "layer"
@@ -44,8 +47,8 @@ class Relative:
 
 
 def relative(rho: float, per: str = "layer") -> Relative:
-    """Radii relative to the weights' scale (pass as `radius=`): R_l = rho x RMS(W_l), or with per="weight"
-    R_i = rho x |w_i|."""
+    """Radii relative to the weights' scale (pass as `radius=`): R_l = rho x RMS(W_l); per="filter": R = rho x the
+    RMS of each output unit's weights; per="weight": R_i = rho x |w_i|."""
     return Relative(float(rho), per)
 
 
@@ -88,6 +91,17 @@ def resolve(
     return {name: float(r) for name, r in radii.items()}
 
 
+def scale(weight: Tensor, per: str) -> Tensor:
+    """The per-coordinate scale of a relative radius with `per` "filter" or "weight": a snapshot (detached copy) of
+    |w_i|, or of each output unit's RMS (dim 0) broadcast to its weights."""
+    w = weight.detach()
+    if per == "weight":
+        return w.abs()
+    if w.ndim < 2:  # a vector (a norm layer's scale): each entry is its own unit
+        return w.abs()
+    return w.square().mean(dim=tuple(range(1, w.ndim)), keepdim=True).sqrt().expand_as(w).clone()
+
+
 def kernels(
     radius: Radius,
     module: nn.Module,
@@ -95,11 +109,12 @@ def kernels(
     make: Callable[[float], Kernel],
     include_bias: bool = False,
 ) -> dict[str, Kernel]:
-    """Each selected parameter's kernel: `make(R)` with its R, or, for `relative(rho, per="weight")`, `make(rho)`
-    scaled by a snapshot of |w| coordinate by coordinate. Returns {parameter name: kernel}."""
-    if isinstance(radius, Relative) and radius.per == "weight":
+    """Each selected parameter's kernel: `make(R)` with its R, or, for `relative(rho, per="filter" | "weight")`,
+    `make(rho)` scaled coordinate by coordinate by a snapshot of the weights' scale (`scale`). Returns {parameter
+    name: kernel}."""
+    if isinstance(radius, Relative) and radius.per != "layer":
         params = dict(module.named_parameters())
-        return {s.name: Scaled(make(radius.rho), params[s.name].detach().abs()) for s in selected}
+        return {s.name: Scaled(make(radius.rho), scale(params[s.name], radius.per)) for s in selected}
     return {name: make(r) for name, r in resolve(radius, module, selected, include_bias).items()}
 
 
@@ -116,10 +131,13 @@ def from_config(radius) -> Radius | Scoped:
     if isinstance(radius, str):
         rule = radius_rule(radius)
         if rule is None:
-            raise ValueError(f"radius {radius!r}: a string must read relative:RHO, relative-weight:RHO or scoped:RISE")
+            raise ValueError(
+                f"radius {radius!r}: a string must read relative:RHO, relative-filter:RHO, relative-weight:RHO or "
+                "scoped:RISE"
+            )
         if rule[0] == "scoped":
             return Scoped(rule[1])
-        return Relative(rule[1], "weight" if rule[0] == "relative-weight" else "layer")
+        return Relative(rule[1], rule[0].partition("-")[2] or "layer")
     return dict(radius) if isinstance(radius, tuple) else radius
 
 

@@ -49,6 +49,12 @@ class SAM(torch.optim.Optimizer):
                 raise ValueError("SAM: every perturbed parameter must be one of the optimised parameters")
         self._saved: list[tuple[Tensor, Tensor]] = []
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load into the base optimizer (its momentum included), and share its groups and state again."""
+        self.base_optimizer.load_state_dict(state_dict)
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
         """Move the perturbed parameters to W + ρ g/‖g‖, the norm taken over them alone."""

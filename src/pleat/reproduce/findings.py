@@ -57,8 +57,13 @@ def per_seed(rows, metric: str = METRIC) -> dict:
     """{seed: the mean of `metric` over that seed's rows} (pooling, e.g., the R grid)."""
     if rows.empty:
         return {}
-    values = rows[metric] if metric in rows else rows.apply(_METRICS[metric], axis=1)
+    values = per_row(rows, metric)
     return {int(s): float(v) for s, v in values.groupby(rows["seed"]).mean().items()}
+
+
+def per_row(rows, metric: str):
+    """`metric` of each row (a column of the table, or computed from its metrics), as a Series on its index."""
+    return rows[metric] if metric in rows else rows.apply(_METRICS[metric], axis=1)
 
 
 def _last(row, key: str) -> float:
@@ -93,6 +98,44 @@ _METRICS: dict[str, Callable] = {
 }
 
 
+def epoch_seconds(row) -> float:
+    """The median time of the run's epochs as its metrics recorded it (training and evaluation; in a vectorised
+    group, the group's time over its runs), NaN where none was recorded."""
+    metrics = row.get("metrics")
+    seconds = sorted(r["seconds"] for r in metrics if "seconds" in r) if isinstance(metrics, list) else []
+    return float(seconds[len(seconds) // 2]) if seconds else float("nan")
+
+
+def cost_ratio(rows, base) -> float:
+    """The median epoch time of `rows` over that of `base` (plain SGD's runs): what an epoch of the method costs.
+    Comparable only between runs trained alike (device, threads, group size): the report's environment says."""
+    mine = sorted(epoch_seconds(r) for _, r in rows.iterrows())
+    theirs = sorted(epoch_seconds(r) for _, r in base.iterrows())
+    if not mine or not theirs:
+        return float("nan")
+    return mine[len(mine) // 2] / theirs[len(theirs) // 2]
+
+
+def at_equal_time(rows, base, metric: str):
+    """`rows` with a column `equal_time`: `metric` recomputed on the first E / c epochs of each run (E its epochs,
+    c its cost ratio to `base`), the epochs it trains in the time plain SGD takes for all of its own."""
+    from pleat.lifecycle import selection
+
+    c = cost_ratio(rows, base)
+
+    def value(row) -> float:
+        metrics = row["metrics"]
+        epochs = len(metrics) if not c > 1 else max(1, int(len(metrics) / c))
+        head = metrics[:epochs]
+        if metric == "best_test_accuracy":
+            return max(r["test_accuracy"] for r in head)
+        if metric == "final_test_accuracy":
+            return head[-1]["test_accuracy"]
+        return float(selection(head).get(metric, float("nan")))
+
+    return rows.assign(equal_time=[value(r) for _, r in rows.iterrows()])
+
+
 def has_collapsed(rows, plain) -> bool:
     if plain is None or plain.empty or rows.empty or "metrics" not in rows:
         return False
@@ -123,7 +166,8 @@ def plain(table):
 
 
 def name(layers) -> str:
-    return "{" + ",".join(str(x) for x in layers) + "}"
+    """{1,2}; no layers (SAM on every parameter): all."""
+    return "{" + ",".join(str(x) for x in layers) + "}" if len(layers) else "all"
 
 
 def radii(table) -> list[float]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from pleat.config import radius_text
 from pleat.reproduce import verdicts as verdicts_
 from pleat.reproduce.figures import BUDGET_NOTE, draw, subset_name
+from pleat.reproduce.findings import cost_ratio, per_row, plain
 from pleat.reproduce.results import results_table, store_dir, sweeps_in
 from pleat.reproduce.spec import Spec, load_spec
 
@@ -32,7 +33,7 @@ code { font-size: 0.9em; }
 
 _IDENTITY: tuple[str, ...] = ("dataset", "model", "activation", "kind", "layers", "radius", "samples", "sharpness")
 _IDENTITY += ("lr", "momentum", "batch_size", "epochs", "weight_decay", "train_subset", "test_subset", "probe_every")
-_IDENTITY += ("probe_gradient", "dtype", "init", "probe_estimator", "probe_windows")
+_IDENTITY += ("probe_gradient", "dtype", "init", "probe_estimator", "probe_windows", "label_noise")
 _SMOOTHING = ("layers", "radius", "samples", "sharpness")  # meaningless for plain SGD: shown blank on its rows
 
 
@@ -101,26 +102,43 @@ def _grid_text(table) -> str:
 
 
 def _groups_html(table) -> str:
-    """Runs grouped by the config keys that differ (besides seed): mean ± std of best and final accuracy."""
+    """Runs grouped by the config keys that differ (besides seed): mean ± std of best and final accuracy; where
+    the runs recorded them, the early-stopped accuracy and the mean of the last 10 epochs; and each group's epoch
+    time over plain SGD's."""
     keys = [k for k in ("arm", *_IDENTITY) if k in table and table[k].astype(str).nunique() > 1] or ["arm"]
     any_diverged = "diverged" in table and table["diverged"].notna().any()
+    base = plain(table)
+    extra = {
+        "early-stopped test accuracy (%)": per_row(table, "selected_test_accuracy"),
+        "mean of the last 10 epochs (%)": per_row(table, "final_mean_test_accuracy"),
+    }
+    extra = {k: v for k, v in extra.items() if v.notna().all()}
     rows = []
     for values, group in table.groupby(keys, sort=False, dropna=False):  # a list of keys: tuples of values
         best, final = group["best_test_accuracy"], group["final_test_accuracy"]
-        plain = (group["kind"] == "none").all() if "kind" in group else False
+        plain_rows = (group["kind"] == "none").all() if "kind" in group else False
         row = [
-            *("" if plain and k in _SMOOTHING else _fmt(v) for k, v in zip(keys, values)),
+            *("" if plain_rows and k in _SMOOTHING else _fmt(v) for k, v in zip(keys, values)),
             len(group),
-            f"{100 * best.mean():.2f} ± {100 * best.std(ddof=1) if len(group) > 1 else 0:.2f}",
-            f"{100 * final.mean():.2f} ± {100 * final.std(ddof=1) if len(group) > 1 else 0:.2f}",
+            _mean_std(best),
+            _mean_std(final),
+            *(_mean_std(v[group.index]) for v in extra.values()),
         ]
+        if not base.empty:
+            ratio = cost_ratio(group, base)
+            row.append(f"{ratio:.2f}x" if ratio == ratio else "-")
         if any_diverged:  # seeds whose training loss stopped being finite, and at which epochs
             epochs = [int(e) for e in group["diverged"].dropna()]
             row.append(f"{len(epochs)} (epoch {', '.join(map(str, epochs))})" if epochs else "")
         rows.append(row)
-    header = [*keys, "seeds", "best test accuracy (%, mean ± std)", "final test accuracy (%)"]
+    header = [*keys, "seeds", "best test accuracy (%, mean ± std)", "final test accuracy (%)", *extra]
+    header += ["epoch time ÷ plain SGD's (median)"] if not base.empty else []
     header += ["diverged"] if any_diverged else []
     return _table(header, rows)
+
+
+def _mean_std(values) -> str:
+    return f"{100 * values.mean():.2f} ± {100 * values.std(ddof=1) if len(values) > 1 else 0:.2f}"
 
 
 def _common_html(table) -> str:
