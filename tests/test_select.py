@@ -98,3 +98,65 @@ def test_layer4_of_a_resnet18_is_its_five_convolutions():
     ]
     with pytest.raises(ValueError, match="'layer4.*'"):  # the container's own error suggests the pattern above
         pleat.select(model, ["layer4"])
+
+
+def test_norm_selects_the_affine_parameters_of_every_normalisation_layer():
+    from collections import OrderedDict
+
+    model = nn.Sequential(
+        OrderedDict(
+            conv=nn.Conv2d(3, 4, 3),
+            bn=nn.BatchNorm2d(4),
+            plain=nn.BatchNorm2d(4, affine=False),  # no affine parameters: nothing to select
+            flat=nn.Flatten(),
+            ln=nn.LayerNorm(4 * 6 * 6),
+            head=nn.Linear(4 * 6 * 6, 2),
+        )
+    )
+    assert [s.name for s in pleat.select(model, "norm")] == ["bn.weight", "bn.bias", "ln.weight", "ln.bias"]
+    assert [s.name for s in pleat.select(model, ["norm", "head"])] == [
+        "bn.weight", "bn.bias", "ln.weight", "ln.bias", "head.weight"
+    ]
+    assert "norm" not in [s.module_name for s in pleat.select(model, "all")]
+    with pytest.raises(ValueError, match="matches no layer"):
+        pleat.select(nn.Sequential(nn.Linear(3, 2)), "norm")
+
+
+def test_the_loss_on_the_norm_parameters_is_the_naive_loop():
+    """PLA on every BatchNorm's scale and shift of a small CNN, float64, both engines: the loss and its gradient
+    are those of a loop that adds each point's draws to the affine parameters by hand, in selection order."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 2, 3), nn.BatchNorm2d(2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(2 * 24 * 24, 5),
+    ).double()
+    x, t = torch.randn(8, 1, 28, 28, dtype=torch.float64), torch.randint(5, (8,))
+    for engine in ("vectorised", "sequential"):
+        m = copy.deepcopy(model)
+        obj = pleat.PartialLocalEntropy(
+            m, F.cross_entropy, layers="norm", radius=0.3, samples=3, engine=engine,
+            generator=torch.Generator().manual_seed(1),
+        )
+        loss = obj(x, t)
+        grads = torch.autograd.grad(loss, list(m.parameters()))
+        ref = copy.deepcopy(model)
+        params = dict(ref.named_parameters())
+        g = torch.Generator().manual_seed(1)
+        losses = [F.cross_entropy(torch.func.functional_call(ref, params, (x,)), t)]
+        names = ["1.weight", "1.bias", "4.weight", "4.bias"]
+        assert [s.name for s in obj.selected] == names
+        for _ in range(3):
+            shifted = dict(params)
+            for n in names:
+                delta = pleat.Box(0.3).sample_(torch.empty_like(params[n]), g)
+                shifted[n] = params[n] + delta
+            losses.append(F.cross_entropy(torch.func.functional_call(ref, shifted, (x,)), t))
+        expected = torch.stack(losses).mean()
+        torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-14)
+        for a, b in zip(grads, torch.autograd.grad(expected, list(ref.parameters()))):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)

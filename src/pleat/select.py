@@ -56,6 +56,9 @@ def available(model: nn.Module) -> str:
     return "available weight layers (index: name):\n" + ("\n".join(rows) or "  (none)")
 
 
+NORM = "norm"  # the layer spec of every normalisation layer's affine parameters (weight and bias)
+
+
 def is_norm(m: nn.Module) -> bool:
     """A normalisation layer (BatchNorm, LayerNorm, GroupNorm, RMSNorm, and the like of other libraries, such as
     T5LayerNorm or LlamaRMSNorm): its weight is a per-feature scale, not a weight layer's."""
@@ -76,6 +79,8 @@ def _match(model: nn.Module, spec: LayerSpec) -> list[str]:
         if not 1 <= spec <= len(layers):
             raise ValueError(f"layer index {spec} is out of range 1..{len(layers)}; {available(model)}")
         return [layers[spec - 1][0]]
+    if spec == NORM and NORM not in modules:
+        return [n for n, m in modules.items() if n and is_norm(m) and _owns_weight(m)]
     if isinstance(spec, str):
         if spec in modules:
             m = modules[spec]
@@ -120,24 +125,29 @@ def select(
         layers: one spec or a list of specs (1-based weight-layer index, module name, glob pattern over the names
             of modules with a weight, normalisation layers left out (`is_norm`: a pattern never picks a BatchNorm
             or LayerNorm), module type, or callable `(name, module) -> bool`); `"all"` or `None` selects every
-            weight layer, Linear and convolutions (the isotropic case).
-        include_bias: also smooth the biases of the selected modules (the paper never does).
+            weight layer, Linear and convolutions (the isotropic case); `"norm"` selects the affine parameters of
+            every normalisation layer, scale and shift (what SAM-ON perturbs; Müller et al. 2023).
+        include_bias: also smooth the biases of the selected modules (the paper never does; `"norm"` always
+            selects the normalisation layers' biases, which are half of their affine parameters).
 
     Returns:
         The selected parameters; raises `ValueError` listing the available layers when nothing matches.
     """
+    affine: set[str] = set()  # modules selected by "norm": their biases too
     if layers is None or layers == "all":
         names = [n for n, _ in weight_layers(model)]
     else:
         specs = [layers] if isinstance(layers, (int, str, type)) or callable(layers) else list(layers)
         if not specs:
             raise ValueError(f"layers is empty: nothing would be smoothed; {available(model)}")
-        names = []
+        names, affine = [], set()
         for spec in specs:
             hits = _match(model, spec)
             if not hits:
                 raise ValueError(f"layers entry {spec!r} matches no layer with a weight; {available(model)}")
             names += [h for h in hits if h not in names]
+            if spec == NORM and NORM not in dict(model.named_modules()):
+                affine.update(hits)
     modules = dict(model.named_modules())
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
     names_of: dict[int, list[str]] = {}  # every name of each parameter tensor, first one canonical
@@ -146,7 +156,7 @@ def select(
     chosen, seen = [], set()
     for mname in sorted(names, key=order.__getitem__):
         m = modules[mname]
-        for pname in ("weight", "bias") if include_bias else ("weight",):
+        for pname in ("weight", "bias") if include_bias or mname in affine else ("weight",):
             p = m._parameters.get(pname)
             if isinstance(p, nn.Parameter) and id(p) not in seen:
                 seen.add(id(p))

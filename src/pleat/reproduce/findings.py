@@ -147,8 +147,8 @@ def has_collapsed(rows, plain) -> bool:
 def versus(what: str, a, b, direction: int, spec, plain=None, metric: str | None = None) -> Test:
     """The test of a - b (rows of the table) on `metric` (default: the spec's); `plain`: plain SGD's rows, against
     which collapse is judged."""
-    metric = metric or getattr(spec, "metric", METRIC)
-    estimate = compare(per_seed(a, metric), per_seed(b, metric))
+    chosen = str(metric or getattr(spec, "metric", METRIC))
+    estimate = compare(per_seed(a, chosen), per_seed(b, chosen))
     collapsed = " and ".join(side for side, rows in (("first", a), ("second", b)) if has_collapsed(rows, plain))
     return Test(what, estimate, direction, spec.margin, collapsed)
 
