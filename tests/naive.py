@@ -73,6 +73,8 @@ def naive_train(config: Config) -> tuple[list[dict], dict]:
     ends = life.window_ends(config, steps)
     for epoch in range(config.epochs):
         loss_sum, correct, clean, windows = 0.0, 0, 0, []
+        for group in optimizer.param_groups:
+            group["lr"] = life.learning_rate(config, epoch)
         for step, index in enumerate(life.epoch_order(config, n, epoch).split(config.batch_size)):
             x, y = life.batch(config, data, index, epoch, step)
             optimizer.zero_grad(set_to_none=True)
@@ -103,6 +105,7 @@ def naive_train(config: Config) -> tuple[list[dict], dict]:
             if (at := epoch * steps + step + 1) in ends:
                 windows.append({"step": at, "temperature": {k: list(v) for k, v in probe.epoch().items()}})
         test_loss, test_correct, halves = 0.0, 0, [0, 0]
+        model.eval()  # BatchNorm by its running statistics
         with torch.no_grad():
             for i, (x, y) in enumerate(zip(data.x_test, data.y_test)):
                 with autocast():
@@ -111,6 +114,7 @@ def naive_train(config: Config) -> tuple[list[dict], dict]:
                 hit = int(out.argmax(1)[0] == y)
                 test_correct += hit
                 halves[i % 2] += hit
+        model.train()
         temperature = {} if config.probe_every else {k: list(v) for k, v in probe.epoch().items()}
         record = {
             "epoch": epoch + 1,

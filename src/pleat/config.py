@@ -17,7 +17,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "stl10")
-MODELS = ("fc2", "fc3", "fc4", "cnn-cifar10", "cnn-stl10")
+MODELS = ("fc2", "fc3", "fc4", "cnn-cifar10", "cnn-stl10", "cnn-bn")
 KINDS = ("none", "pla", "plea", "sam", "noise")
 DTYPES = ("float32", "float64", "bfloat16", "tf32")
 # keys that say where and how to run, not what to compute: they do not enter the run's identity
@@ -35,6 +35,8 @@ ADDED_KEYS = {
     "probe_windows": "fixed",
     "rescope_every": 0,
     "label_noise": 0.0,
+    "augment": False,
+    "schedule": "constant",
 }
 
 
@@ -43,7 +45,9 @@ class Config:
     """One training run; defaults are the paper's Figure 3 protocol (2-layer FC net, Fashion-MNIST, PLA on layer 2)."""
 
     dataset: str = "fashion-mnist"  # mnist | fashion-mnist | cifar10 | stl10
-    model: str = "fc2"  # fc2 | fc3 | fc4 (784-wide hidden layers) | cnn-cifar10 (eq 24) | cnn-stl10 (eq 25)
+    # fc2 | fc3 | fc4 (784-wide hidden layers) | cnn-cifar10 (eq 24) | cnn-stl10 (eq 25) | cnn-bn (beyond the
+    # paper: a small BatchNorm CNN for MNIST and Fashion-MNIST, pleat.models.cnn_bn)
+    model: str = "fc2"
     activation: str = "relu"  # relu | tanh
     # kaiming (He normal weights, zero biases: the paper's CNNs; pleat's default for every net) | torch (PyTorch's
     # own nn.Linear / nn.Conv2d initialisation: the paper states no initialisation for its FC nets)
@@ -62,6 +66,7 @@ class Config:
     samples: int = 4  # y: extra points besides the centre
     sharpness: float = math.inf  # k: soft-box sharpness; inf is the hard box
     lr: float = 1e-4  # SGD learning rate
+    schedule: str = "constant"  # constant | cosine (lr x (1 + cos(pi e / epochs)) / 2 in epoch e, 0-based)
     momentum: float = 0.9  # SGD momentum, no Nesterov
     batch_size: int = 256  # examples per minibatch
     epochs: int = 120  # passes over the training set
@@ -84,6 +89,9 @@ class Config:
     # fraction of the training labels replaced by a class drawn uniformly from all classes (the true one included),
     # drawn from the run's seed alone: every arm of a seed sees the same labels; the test set stays clean
     label_noise: float = 0.0
+    # MNIST and Fashion-MNIST: random crops of the image padded by 2 pixels and horizontal flips, per sample (the
+    # CIFAR-10 and STL-10 runs always take the paper's augmentation)
+    augment: bool = False
     data_dir: str = ""  # empty: $PLEAT_DATA, else ~/.cache/pleat/data
     out_dir: str = "runs"  # where the run store lives
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
@@ -115,6 +123,7 @@ class Config:
             ("probe_windows", ("fixed", "log")),
             ("probe_estimator", ("layer", "weight")),
             ("probe_gradient", ("objective", "centre")),
+            ("schedule", ("constant", "cosine")),
         ):
             if getattr(self, key) not in options:
                 bad(key, f"must be one of {', '.join(options)}")
@@ -150,6 +159,8 @@ class Config:
             bad("lr", "must be a finite number > 0")
         if not 0 <= self.momentum < 1:
             bad("momentum", "must be in [0, 1)")
+        if self.augment and self.dataset not in ("mnist", "fashion-mnist"):
+            bad("augment", "is for MNIST and Fashion-MNIST: CIFAR-10 and STL-10 always take the paper's augmentation")
         if not 0 <= self.label_noise <= 1:
             bad("label_noise", "must be a fraction in [0, 1]")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -169,6 +180,7 @@ class Config:
             "fc4": ("mnist", "fashion-mnist"),
             "cnn-cifar10": ("cifar10",),
             "cnn-stl10": ("stl10",),
+            "cnn-bn": ("mnist", "fashion-mnist"),
         }
         if self.dataset not in wants[self.model]:
             bad("model", f"takes the inputs of {' or '.join(wants[self.model])}, not of {self.dataset}")

@@ -159,10 +159,15 @@ class Dataset:
     y_test: Tensor
     classes: int = 10
     y_train_clean: Tensor | None = None  # the true labels, where `y_train` holds noisy ones (label_noise)
+    pipeline: str = ""  # the augmentation's name in `augmentation` (empty: the dataset's own, or none)
+
+    @property
+    def augmented(self) -> bool:
+        return augmentation(self.pipeline or self.name) is not None
 
     def augment(self, x: Tensor, seed: int) -> Tensor:
-        """The paper's training augmentation of a batch, drawn per sample; the same seed gives the same batch."""
-        pipeline = augmentation(self.name)
+        """The training augmentation of a batch, drawn per sample; the same seed gives the same batch."""
+        pipeline = augmentation(self.pipeline or self.name)
         if pipeline is None:
             return x
         devices = [x.device] if x.device.type == "cuda" else []
@@ -175,12 +180,14 @@ _PIPELINES: dict = {}
 
 
 def augmentation(name: str):
-    """The paper's augmentation for `name` as a kornia pipeline acting per sample on batches, or None.
+    """The augmentation `name` as a kornia pipeline acting per sample on batches, or None.
 
-    CIFAR-10: random resized crop, 60-100% of the area, aspect 3/4-4/3. STL-10: crop 8-100%, horizontal flip,
-    grayscale with p = 0.1, colour jitter 0.5 (brightness, contrast, saturation, hue), rotation up to 180 degrees.
+    The paper's: CIFAR-10: random resized crop, 60-100% of the area, aspect 3/4-4/3. STL-10: crop 8-100%,
+    horizontal flip, grayscale with p = 0.1, colour jitter 0.5 (brightness, contrast, saturation, hue), rotation up
+    to 180 degrees. Beyond the paper, "crop-flip" (config `augment = true` on MNIST and Fashion-MNIST): a 28x28
+    crop of the image padded by 2 pixels of zeros, and a horizontal flip with p = 0.5.
     """
-    if name not in ("cifar10", "stl10"):
+    if name not in ("cifar10", "stl10", "crop-flip"):
         return None
     if name not in _PIPELINES:
         import kornia.augmentation as K
@@ -188,6 +195,8 @@ def augmentation(name: str):
 
         if name == "cifar10":
             _PIPELINES[name] = K.RandomResizedCrop((32, 32), scale=(0.6, 1.0), ratio=(3 / 4, 4 / 3), p=1.0)
+        elif name == "crop-flip":
+            _PIPELINES[name] = nn.Sequential(K.RandomCrop((28, 28), padding=2, p=1.0), K.RandomHorizontalFlip())
         else:
             _PIPELINES[name] = nn.Sequential(
                 K.RandomResizedCrop((96, 96), scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), p=1.0),

@@ -19,6 +19,13 @@ from pleat.store import RunStore
 from pleat.temperature import log_windows
 
 
+def learning_rate(config: Config, epoch: int) -> float:
+    """The learning rate of epoch `epoch` (0-based): constant, or cosine from lr down to 0 over the epochs."""
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
+    return config.lr
+
+
 def derive(seed: int, *tags) -> int:
     """A 63-bit seed for one purpose (noise, shuffling of an epoch, augmentation of a step) from the run's seed."""
     digest = hashlib.sha256(repr((seed, *tags)).encode()).digest()
@@ -68,6 +75,8 @@ def load_data(config: Config, device: torch.device) -> datasets.Dataset:
     )
     dtype = parameter_dtype(config)
     data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
+    if config.augment:
+        data.pipeline = "crop-flip"
     if config.label_noise:
         data.y_train_clean = data.y_train
         data.y_train = noisy_labels(config, data.y_train, data.classes)

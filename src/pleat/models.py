@@ -91,12 +91,30 @@ def cnn_stl10(activation: str = "relu", classes: int = 10) -> nn.Module:
     return _cnn((8, 16), 6400, activation, classes)
 
 
+def cnn_bn(width: int = 16, classes: int = 10, channels: int = 1) -> nn.Module:
+    """Beyond the paper: a small BatchNorm CNN for 28x28 images (the modern recipe's net on the data the team has):
+    conv-BN-ReLU blocks of width w, w, pool, 2w, 2w, pool, 4w, global average pool, a linear head. Sequential, so
+    that groups of runs train it vectorised; 35,674 parameters at w = 16."""
+    blocks: list[tuple[str, nn.Module]] = []
+    widths = [(channels, width), (width, width), None, (width, 2 * width), (2 * width, 2 * width), None]
+    widths.append((2 * width, 4 * width))
+    for i, io in enumerate(widths):
+        if io is None:
+            blocks.append((f"pool{i}", nn.MaxPool2d(2)))
+            continue
+        blocks += [(f"conv{i}", nn.Conv2d(*io, 3, padding=1, bias=False)), (f"bn{i}", nn.BatchNorm2d(io[1]))]
+        blocks.append((f"act{i}", nn.ReLU()))
+    blocks += [("gap", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()), ("out", nn.Linear(4 * width, classes))]
+    return _kaiming_(nn.Sequential(OrderedDict(blocks)), "relu")
+
+
 MODELS = {
     "fc2": lambda activation="relu": fc(2, activation=activation),
     "fc3": lambda activation="relu": fc(3, activation=activation),
     "fc4": lambda activation="relu": fc(4, activation=activation),
     "cnn-cifar10": cnn_cifar10,
     "cnn-stl10": cnn_stl10,
+    "cnn-bn": lambda activation="relu": cnn_bn(),
 }
 
 

@@ -1,13 +1,17 @@
 """The paper's networks evaluated for K runs at once, each at P points W + ΔW^a: one program for a whole group.
 
-`Stacked(model)` reads the layer sequence of one of pleat's networks (Linear, Conv2d, ReLU, Tanh, MaxPool2d,
-Flatten, nested Sequential) and evaluates it with every parameter stacked over runs, `[K, *shape]`.
+`Stacked(model)` reads the layer sequence of one of pleat's networks (Linear, Conv2d, BatchNorm2d, ReLU, Tanh,
+MaxPool2d, AdaptiveAvgPool2d to 1x1, Flatten, nested Sequential) and evaluates it with every parameter stacked over
+runs, `[K, *shape]`, and every buffer (BatchNorm's running statistics) too.
 
 Activations carry a run axis and a point axis, `[K, Q, B, ...]`. Q is 1 until the first perturbed layer (the
 points share everything upstream of it, as in the single-run vectorised engine) and P afterwards. A perturbed
 Linear or Conv computes W x once and adds the y products ΔW^a x: fed by a shared x they are one batched product
 against the stacked perturbations. Runs are kept apart by batched matrix products (Linear) and grouped
 convolutions (Conv2d, one group per run, or per run and point), so no run's numbers ever touch another's.
+In training, BatchNorm normalises each run at each point by that point's own batch statistics, as the network run
+at that point alone would, and updates each run's running statistics from one point (the centre, or the point its
+step reports), as `PartialLocalEntropy` does.
 """
 
 from __future__ import annotations
@@ -35,28 +39,47 @@ class Stacked:
     def __init__(self, model: nn.Module):
         self.layers = list(_leaves(model))
         for name, m in self.layers:
-            supported = isinstance(m, (nn.Linear, nn.MaxPool2d, nn.Flatten, *_ELEMENTWISE)) or (
-                isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros"
+            supported = (
+                isinstance(m, (nn.Linear, nn.MaxPool2d, nn.Flatten, *_ELEMENTWISE))
+                or (isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros")
+                or (type(m) is nn.BatchNorm2d and m.track_running_stats and m.momentum is not None)
+                or (isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1)))
             )
             if not supported or (isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) != (1, -1)):
                 raise ValueError(
-                    f"vectorised training supports Linear, Conv2d, ReLU, Tanh, MaxPool2d and Flatten layers; "
-                    f"{name} is {m!r}: train this run alone"
+                    "vectorised training supports Linear, Conv2d, BatchNorm2d (with running statistics), ReLU, Tanh, "
+                    f"MaxPool2d, AdaptiveAvgPool2d(1) and Flatten layers; {name} is {m!r}"
                 )
 
     def __call__(
-        self, params: dict[str, Tensor], x: Tensor, deltas: dict[str, Tensor] | None = None, shared: bool = False
+        self,
+        params: dict[str, Tensor],
+        x: Tensor,
+        deltas: dict[str, Tensor] | None = None,
+        shared: bool = False,
+        buffers: dict[str, Tensor] | None = None,
+        training: bool = False,
+        stats_point: Tensor | None = None,
     ) -> Tensor:
         """Outputs `[K, Q, B, classes]` of the K runs whose parameters are `params` (`[K, *shape]` each).
 
         x: `[K, B, ...]`, each run's own batch, or with `shared` `[B, ...]`, one batch for every run (evaluation).
-        deltas: for perturbed weights, `[K, P-1, *shape]`: point a (1..P-1) of run k is W_k + deltas[k, a-1]
+        deltas: for perturbed parameters, `[K, P-1, *shape]`: point a (1..P-1) of run k is W_k + deltas[k, a-1]
             (zero rows leave a run unperturbed in that layer). Q is P from the first perturbed layer on, else 1.
+        buffers: the runs' BatchNorm buffers `[K, *shape]` (networks without BatchNorm need none).
+        training: BatchNorm normalises by batch statistics and updates `buffers` in place, each run's from its
+            point `stats_point[k]` (default the centre, 0); else it normalises by the running statistics.
         """
         deltas = deltas or {}
         h = x if shared else x.unsqueeze(1)  # [B, ...] shared, or [K, 1, B, ...]
         for name, m in self.layers:
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
+            if isinstance(m, nn.BatchNorm2d):
+                if shared or buffers is None:
+                    raise ValueError(f"{name}: BatchNorm needs the runs' buffers and an input per run")
+                h = _batch_norm(m, name, h, params, deltas, buffers, training, stats_point)
+            elif isinstance(m, nn.AdaptiveAvgPool2d):
+                h = h.mean(dim=(-2, -1), keepdim=True)
+            elif isinstance(m, (nn.Linear, nn.Conv2d)):
                 weight, bias = params[f"{name}.weight"], params.get(f"{name}.bias")
                 delta = deltas.get(f"{name}.weight")
                 if isinstance(m, nn.Linear):
@@ -71,6 +94,38 @@ class Stacked:
             else:  # Flatten of [K, Q, B, ...]: everything after the batch axis
                 h = h.flatten(3)
         return h
+
+
+def _batch_norm(m: nn.BatchNorm2d, name: str, h: Tensor, params, deltas, buffers, training, stats_point) -> Tensor:
+    """BatchNorm2d of `[K, Q, B, C, H, W]` for every run at every point (see `Stacked.__call__`)."""
+    k, q = h.shape[:2]
+    running_mean, running_var = buffers[f"{name}.running_mean"], buffers[f"{name}.running_var"]
+    if training:
+        mean = h.mean(dim=(2, 4, 5))  # [K, Q, C]
+        var = h.var(dim=(2, 4, 5), unbiased=False)
+        with torch.no_grad():
+            rows = torch.arange(k, device=h.device)
+            point = torch.zeros_like(rows) if stats_point is None or q == 1 else stats_point
+            n = h.shape[2] * h.shape[4] * h.shape[5]
+            running_mean.lerp_(mean[rows, point].to(running_mean.dtype), m.momentum)
+            running_var.lerp_((var[rows, point] * (n / (n - 1))).to(running_var.dtype), m.momentum)
+            buffers[f"{name}.num_batches_tracked"].add_(1)
+    else:
+        mean, var = running_mean[:, None], running_var[:, None]  # [K, 1, C]
+
+    def spread(t: Tensor) -> Tensor:  # [K, Q, C] against [K, Q, B, C, H, W]
+        return t[:, :, None, :, None, None]
+
+    out = (h - spread(mean)) * spread(torch.rsqrt(var + m.eps))
+    for key in ("weight", "bias"):
+        if f"{name}.{key}" not in params:
+            continue
+        value = params[f"{name}.{key}"][:, None]  # [K, 1, C]
+        delta = deltas.get(f"{name}.{key}")
+        if delta is not None:  # every point its own scale or shift
+            value = torch.cat([value, value + delta], dim=1)
+        out = out * spread(value) if key == "weight" else out + spread(value)
+    return out
 
 
 def _join(base: Tensor, branch: Tensor) -> Tensor:

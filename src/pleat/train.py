@@ -238,18 +238,23 @@ class Group:
         self._stack(members)
 
     def _stack(self, members: list[Member]) -> None:
-        """Stack the members' parameters and make each member's model hold views of its row; its optimiser and
-        probe are rebuilt on those views, carrying their state over."""
+        """Stack the members' parameters and buffers (BatchNorm's running statistics) and make each member's model
+        hold views of its row; its optimiser and probe are rebuilt on those views, carrying their state over."""
         self.members = members
         names = [n for n, _ in members[0].model.named_parameters()]
         self.params = {n: torch.stack([m.model.get_parameter(n).detach() for m in members]) for n in names}
         for p in self.params.values():
             p.requires_grad_()
+        kept = [n for n, _ in members[0].model.named_buffers()]
+        self.buffers = {n: torch.stack([m.model.get_buffer(n) for m in members]) for n in kept}
         for k, m in enumerate(members):
             optimizer, probe = m.optimizer.state_dict(), m.probe.state_dict()
             for n in names:
                 owner, _, leaf = n.rpartition(".")
                 setattr(m.model.get_submodule(owner), leaf, nn.Parameter(self.params[n].detach()[k]))
+            for n in kept:
+                owner, _, leaf = n.rpartition(".")
+                m.model.get_submodule(owner).register_buffer(leaf, self.buffers[n][k])
             m.optimizer = life.optimizer_for(m.config, m.model)
             m.optimizer.load_state_dict(optimizer)
             m.probe = LayerTemperature(m.model, estimator=m.config.probe_estimator)
@@ -288,10 +293,16 @@ class Group:
                     draw.draw_into(a, {n: deltas[n][k, a - 1] for n in m.smoothed})
         return deltas
 
-    def _losses(self, params: dict[str, Tensor], x: Tensor, y: Tensor, autocast, deltas=None):
-        """Per-point mean cross-entropies `[K, Q]`, in float32 or float64 (as `loss_precision`), and outputs."""
+    def _losses(self, params: dict[str, Tensor], x: Tensor, y: Tensor, autocast, deltas=None, rows=None):
+        """Per-point mean cross-entropies `[K, Q]`, in float32 or float64 (as `loss_precision`), and outputs; in
+        training mode, so that BatchNorm moves the running statistics of the runs `rows` (default all), each from
+        the point its step reports."""
+        buffers = self.buffers if rows is None else {n: b[rows] for n, b in self.buffers.items()}
         with autocast():
-            out = self.net(params, x, deltas)
+            out = self.net(params, x, deltas, buffers=buffers, training=True, stats_point=self.centre)
+        if rows is not None:  # indexing copied the rows: put their new statistics back
+            for n, b in buffers.items():
+                self.buffers[n][rows] = b
         k, q, b = out.shape[:3]
         targets = y.unsqueeze(1).expand(k, q, b).flatten()
         losses = F.cross_entropy(life.loss_precision(out).flatten(0, 2), targets, reduction="none")
@@ -334,7 +345,7 @@ class Group:
             params = self.params
         else:
             params = {n: p.detach()[sam].requires_grad_() for n, p in self.params.items()}
-        losses, _ = self._losses(params, x[sam], y[sam], autocast)
+        losses, _ = self._losses(params, x[sam], y[sam], autocast, rows=None if params is self.params else sam)
         grads = dict(zip(params, torch.autograd.grad(losses[:, 0].sum(), list(params.values()))))
         for j, k in enumerate(sam):
             for n, p in self.members[k].model.named_parameters():
@@ -346,9 +357,11 @@ class Group:
         members, device = self.members, self.params[self.watched[0]].device
         for m in members:
             m.rescope(data)
+            for group in m.optimizer.param_groups:  # the schedule's rate for this epoch (a constant by default)
+                group["lr"] = life.learning_rate(m.config, m.epoch)
         n = len(data.x_train)
         orders = torch.stack([life.epoch_order(m.config, n, m.epoch) for m in members]).to(device)
-        augmented = datasets.augmentation(data.name) is not None
+        augmented = data.augmented
         batch_size = members[0].config.batch_size
         steps = math.ceil(n / batch_size)
         loss_sum = torch.zeros(len(members), dtype=torch.float64, device=device)
@@ -419,7 +432,7 @@ class Group:
         size = 2 * max(32, 512 // k)  # even: every chunk starts on an even example
         for start in range(0, len(x), size):
             with autocast():
-                out = self.net(self.params, x[start : start + size], shared=True)[:, 0]
+                out = self.net(self.params, x[start : start + size], shared=True, buffers=self.buffers)[:, 0]
             target = y[start : start + size]
             losses = F.cross_entropy(life.loss_precision(out).flatten(0, 1), target.repeat(k), reduction="none")
             loss += losses.view(k, -1).double().sum(1)
