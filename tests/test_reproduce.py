@@ -107,6 +107,7 @@ def test_shipped_specs_expand_to_exactly_their_grids():
         "fig7",
         "fig8",
         "anisotropic",
+        "augmented-cnn",
         "baselines",
         "label-noise",
         "sensitivity",
@@ -154,6 +155,20 @@ def test_shipped_specs_expand_to_exactly_their_grids():
     assert [r.regime for r in noisy[:44]] == ["noise 0.4"] * 44 and {r.regime for r in noisy[44:]} == {"noise 0.2"}
     assert {(r.regime, r.config.label_noise) for r in noisy} == {("noise 0.4", 0.4), ("noise 0.2", 0.2)}
     assert {(r.config.train_subset, r.config.epochs, r.config.lr) for r in noisy} == {(10000, 100, 0.01)}
+    cnn = expand(load_spec("augmented-cnn"), "decisive")
+    assert {(r.arm, r.config.kind, r.config.layers, r.config.radius) for r in cnn} == {
+        ("plain", "none", (2,), 0.01),
+        ("SAM", "sam", (), 0.05),
+        ("SAM-ON", "sam", ("norm",), 0.05),
+        ("SAM-ON", "sam", ("norm",), 0.5),
+        ("PLA norm", "pla", ("norm",), 0.1),
+        ("PLA head", "pla", (6,), 0.05),
+        ("PLA convs", "pla", (1, 2, 3, 4, 5), "relative-filter:0.2"),
+        ("noise convs", "noise", (1, 2, 3, 4, 5), "relative-filter:0.2"),
+    }
+    assert len(cnn) == 8 * 4
+    recipe = {(c.model, c.augment, c.schedule, c.weight_decay, c.lr, c.train_subset) for c in (r.config for r in cnn)}
+    assert recipe == {("cnn-bn", True, "cosine", 5e-4, 0.05, 5000)}
 
 
 @pytest.mark.parametrize(

@@ -301,8 +301,8 @@ class Group:
         with autocast():
             out = self.net(params, x, deltas, buffers=buffers, training=True, stats_point=self.centre)
         if rows is not None:  # indexing copied the rows: put their new statistics back
-            for n, b in buffers.items():
-                self.buffers[n][rows] = b
+            for n, moved in buffers.items():
+                self.buffers[n][rows] = moved
         k, q, b = out.shape[:3]
         targets = y.unsqueeze(1).expand(k, q, b).flatten()
         losses = F.cross_entropy(life.loss_precision(out).flatten(0, 2), targets, reduction="none")

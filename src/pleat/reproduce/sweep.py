@@ -26,7 +26,9 @@ from pleat.store import RunBusy, training
 # {2} 9.9-10.2 s, on {1,2} 18.8 s; fc4 plain with the per-weight probe 7.5-8 s (the probe's share is counted apart,
 # in estimate_seconds). An earlier measurement, 1.8 s for fc2 plain, made every estimate about 1.6x too short.
 # fc3 and the CNNs scaled by their arithmetic.
-_PLAIN_SECONDS = {"fc2": 0.048, "fc3": 0.072, "fc4": 0.096, "cnn-cifar10": 3.8, "cnn-stl10": 48.0}
+# cnn-bn: 17 s an epoch of 10,000 augmented images and the 10,000 test images on one core (2026-12-04), taken as
+# 1.6x faster on two
+_PLAIN_SECONDS = {"fc2": 0.048, "fc3": 0.072, "fc4": 0.096, "cnn-cifar10": 3.8, "cnn-stl10": 48.0, "cnn-bn": 0.8}
 _TRAIN_SIZE = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000, "stl10": 5000}
 # what a run costs besides its epochs: loading and checking the data, the store, the first steps (the smoke Fig 3
 # sweep, 14 runs of 1,000 examples for one epoch, took 39 s)
@@ -39,6 +41,8 @@ def _point_cost(run: Run) -> float:
     """What each extra point costs, in plain steps: the layers from the first smoothed one up run again, and each
     smoothed layer draws its noise (fitted to the fc2 measurements above; CNN heads: 0.1 per point)."""
     c = run.config
+    if c.model == "cnn-bn":  # measured with y = 4 (one core, 20 steps): every conv 4x plain, the norms 3x
+        return 0.75 if 1 in c.layers else 0.5 if "norm" in c.layers else 0.1
     if not c.model.startswith("fc"):
         return 0.1
     depth = int(c.model[2:]) + 1  # hidden layers and the output layer
@@ -66,7 +70,7 @@ def seconds_left(run: Run) -> float:
     return estimate_seconds(run) * (c.epochs - trained) / c.epochs
 
 
-_UNUSED = {"none": {"layers", "radius", "samples", "sharpness"}, "sam": {"layers", "samples", "sharpness"}}
+_UNUSED = {"none": {"layers", "radius", "samples", "sharpness"}, "sam": {"samples", "sharpness"}}
 
 
 def _describe(run: Run, keys: list[str]) -> str:
