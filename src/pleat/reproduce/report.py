@@ -125,7 +125,8 @@ def _groups_html(table) -> str:
             *(_mean_std(v[group.index]) for v in extra.values()),
         ]
         if not base.empty:
-            ratio = cost_ratio(group, base)
+            same = base[base["regime"] == group["regime"].iloc[0]] if "regime" in table else base
+            ratio = cost_ratio(group, same if not same.empty else base)
             row.append(f"{ratio:.2f}x" if ratio == ratio else "-")
         if any_diverged:  # seeds whose training loss stopped being finite, and at which epochs
             epochs = [int(e) for e in group["diverged"].dropna()]
