@@ -283,9 +283,20 @@ def test_a_radius_per_filter_is_the_naive_loop_with_a_box_per_output_unit(engine
     assert ratio > 3  # the boxes of the large units are about 10x wider
 
 
+def sampled(model, x, t, radius, layers):
+    """The per-point losses of PLA with y = 4 on `layers`, from a fixed generator."""
+    obj = pleat.PartialLocalEntropy(
+        model, F.cross_entropy, layers=layers, radius=radius, samples=4, generator=torch.Generator().manual_seed(2)
+    )
+    obj(x, t)
+    return obj.last.losses
+
+
 def test_a_radius_per_filter_does_not_see_a_rescaling_of_one_filter_and_one_per_layer_does():
     """Scale one conv filter (its weights and bias) of a ReLU CNN by c and the next layer's input channel by 1/c:
-    the same function. R_f = rho RMS(W_f) follows the filter, so the sampled loss is the same point by point."""
+    the same function. R_f = rho RMS(W_f) follows the filter, so smoothing that layer samples the same losses point
+    by point; a per-layer relative radius does not follow it. (The next layer's filters change too, their input
+    channel shrank, so it is the rescaled layer that is invariant.)"""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 3, 3), nn.ReLU(), nn.Flatten()).double()
     model.append(nn.Linear(3 * 24 * 24, 10).double())
@@ -297,30 +308,11 @@ def test_a_radius_per_filter_does_not_see_a_rescaling_of_one_filter_and_one_per_
         other[0].bias[1] *= 7.0
         other[2].weight[:, 1] /= 7.0
     torch.testing.assert_close(other(x), model(x), rtol=1e-12, atol=1e-12)
-
-    def losses(m, radius):
-        obj = pleat.PartialLocalEntropy(
-            m, F.cross_entropy, layers=[1, 2], radius=radius, samples=4, generator=torch.Generator().manual_seed(2)
-        )
-        obj(x, t)
-        return obj.last.losses
-
-    same = losses(other, pleat.relative(0.2, per="filter")) - losses(model, pleat.relative(0.2, per="filter"))
-    # the second conv's filters change too (their input channel 1 shrank), so only layer 1 is invariant on its
-    # own: smooth layer 1 alone for the exact statement, and check that per-layer radii do see the rescaling
-    def first(m, radius):
-        obj = pleat.PartialLocalEntropy(
-            m, F.cross_entropy, layers=[1], radius=radius, samples=4, generator=torch.Generator().manual_seed(2)
-        )
-        obj(x, t)
-        return obj.last.losses
-
+    per_filter, per_layer = pleat.relative(0.2, per="filter"), pleat.relative(0.2)
     torch.testing.assert_close(
-        first(other, pleat.relative(0.2, per="filter")), first(model, pleat.relative(0.2, per="filter")),
-        rtol=1e-10, atol=1e-12,
+        sampled(other, x, t, per_filter, [1]), sampled(model, x, t, per_filter, [1]), rtol=1e-10, atol=1e-12
     )
-    assert (first(other, pleat.relative(0.2)) - first(model, pleat.relative(0.2)))[1:].abs().max() > 1e-4
-    assert same[1:].abs().max() > 0  # both layers: layer 2's filters were rescaled in part, so not invariant
+    assert (sampled(other, x, t, per_layer, [1]) - sampled(model, x, t, per_layer, [1]))[1:].abs().max() > 1e-4
 
 
 def test_a_config_string_relative_filter():
