@@ -55,11 +55,13 @@ def no_effect(margin: float) -> str:
 
 
 def per_seed(rows, metric: str = METRIC) -> dict:
-    """{seed: the mean of `metric` over that seed's rows} (pooling, e.g., the R grid)."""
+    """{seed: the mean of `metric` over that seed's rows} (pooling, e.g., the R grid); seeds whose runs did not
+    record it are left out."""
     if rows.empty:
         return {}
     values = per_row(rows, metric)
-    return {int(s): float(v) for s, v in values.groupby(rows["seed"]).mean().items()}
+    means = values.groupby(rows["seed"]).mean().items()
+    return {int(s): float(v) for s, v in means if v == v}  # NaN: the runs did not record it
 
 
 def per_row(rows, metric: str):
@@ -100,6 +102,7 @@ def _selected(row, key: str) -> float:
 
 _METRICS: dict[str, Callable] = {
     "final_train_accuracy": lambda row: _train_accuracy(row),
+    "final_train_loss": lambda row: _last(row, "train_loss"),
     "selected_test_accuracy": lambda row: _selected(row, "selected_test_accuracy"),
     "final_mean_test_accuracy": lambda row: _selected(row, "final_mean_test_accuracy"),
     "early_minus_final": _early_gain,
