@@ -35,6 +35,7 @@ class Test:
     p: float | None = None
     q: float | None = None
     verdict: str = ""
+    unit: str = "points"  # points: accuracy differences x 100; else the metric's own unit ("final training loss")
 
 
 @dataclass(frozen=True)

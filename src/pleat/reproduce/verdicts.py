@@ -14,6 +14,7 @@ contradicted when the difference is beyond the margin. A claim's verdict combine
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from pleat.reproduce.claims import CHECKS
@@ -127,10 +128,11 @@ def _fmt(t: Test) -> str:
     if t.q is not None:
         p += f", equivalence p = {t.q:.3g}"
     collapse = f"; the {t.collapsed} side collapsed" if t.collapsed else ""
-    return (
-        f"{t.what}: {100 * t.estimate.difference:+.2f} points [{100 * lo:+.2f}, {100 * hi:+.2f}] "
-        f"({kind}, {t.estimate.seeds} seeds, Holm p = {p}){collapse}: {t.verdict}"
-    )
+    if t.unit == "points":
+        size = f"{100 * t.estimate.difference:+.2f} points [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+    else:
+        size = f"{t.estimate.difference:+.4f} in {t.unit} [{lo:+.4f}, {hi:+.4f}]"
+    return f"{t.what}: {size} ({kind}, {t.estimate.seeds} seeds, Holm p = {p}){collapse}: {t.verdict}"
 
 
 def judge(table, spec) -> list[Verdict]:
@@ -162,7 +164,7 @@ def judge(table, spec) -> list[Verdict]:
         for t in _tests(f):
             pv, qv = adjusted.get(id(t), [None, None])
             verdict_of[id(t)] = _test_verdict(t, pv, qv)
-            done[id(t)] = Test(t.what, t.estimate, t.direction, t.margin, t.collapsed, pv, qv, verdict_of[id(t)])
+            done[id(t)] = dataclasses.replace(t, p=pv, q=qv, verdict=verdict_of[id(t)])
     out = []
     for (claim, regime), f in findings.items():
         verdict = _resolve(f, verdict_of)
