@@ -616,3 +616,18 @@ def test_ray_executor_survives_a_killed_worker_and_gives_the_local_numbers(tmp_p
         for ra, rb in zip(a, b):
             assert rb["test_accuracy"] == pytest.approx(ra["test_accuracy"], abs=1e-12)
             assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-6)
+
+
+def test_cnn_arms_cost_the_share_of_the_net_that_runs_at_every_point():
+    """--dry-run's estimate of fig6: PLA on every convolution runs the whole net at 5 points, about 5x a plain step
+    (4.9x measured on the CPU), not the 1.4x a flat 0.1 per point gave; head I runs only the head again."""
+    from pleat.reproduce.sweep import downstream_share, estimate_seconds
+
+    runs = {r.arm: r for r in expand(load_spec("fig6"), "paper") if r.config.seed == 0}
+    ratio = {arm: estimate_seconds(r) / estimate_seconds(runs["none"]) for arm, r in runs.items()}
+    assert 5 / 1.5 <= ratio["PLA conv"] <= 5 * 1.5
+    assert 1.0 < ratio["PLA head II"] < ratio["PLA head I"] < 1.6
+    assert downstream_share(runs["PLA conv"].config) == 1.0
+    stl = next(r for r in expand(load_spec("fig8"), "paper") if r.arm == "PLA head I")
+    assert 0.5 < downstream_share(stl.config) < 1  # STL-10's 6400-wide head is most of its arithmetic
+    assert load_spec("fig7").reuse == ("fig6",)
