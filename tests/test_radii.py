@@ -319,3 +319,11 @@ def test_a_config_string_relative_filter():
     config = Config(radius="relative-filter:0.2")
     assert radii.from_config(config.radius) == pleat.relative(0.2, per="filter")
     assert config.key() not in (Config(radius="relative:0.2").key(), Config(radius="relative-weight:0.2").key())
+
+
+def test_a_mapping_entry_outside_the_smoothed_layers_is_an_error():
+    model, x, t = case()
+    with pytest.raises(ValueError, match=r"entry 'out' names no smoothed layer .*add it to layers="):
+        pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1, 2], radius={"fc1": 0.01, "fc2": 0.01, "out": 0.1})(
+            x, t
+        )

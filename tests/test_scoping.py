@@ -81,3 +81,41 @@ def test_scoped_radii_raise_a_trained_mlps_loss_by_the_target_within_20_percent(
     # the radii go straight into the loss object as a mapping: every layer at the same expected rise
     both = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1, 2, 3], radius=radii)
     assert {n: k.radius for n, k in both.kernels().items()} == {f"{n}.weight": r for n, r in radii.items()}
+
+
+def test_scope_and_profile_leave_batchnorm_statistics_and_the_mode_alone():
+    """The audit's fault: in training mode, scope and profile ran the model and moved its running statistics (even
+    when scope then raised); profile on a model in eval mode read eval-mode temperatures."""
+    import copy
+
+    import pytest
+    import torch.nn.functional as F
+    from torch import nn
+
+    import pleat
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10)
+    ).double()
+    batches = [(torch.randn(8, 1, 28, 28, dtype=torch.float64), torch.randint(10, (8,))) for _ in range(2)]
+    before = copy.deepcopy(model.state_dict())
+
+    def unchanged():
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, before[k]), k
+
+    pleat.scope(model, F.cross_entropy, batches, [2], rise=0.01, generator=torch.Generator().manual_seed(0))
+    unchanged()
+    with pytest.raises(ValueError, match="Hessian trace of -"):  # the conv's trace comes out negative here
+        pleat.scope(model, F.cross_entropy, batches, [1, 2], rise=0.01, generator=torch.Generator().manual_seed(0))
+    unchanged()
+    trained = pleat.profile(model, F.cross_entropy, batches, samples=2, probes=2, radii=(0.01,))
+    unchanged()
+    assert model.training
+    model.eval()
+    evaluated = pleat.profile(model, F.cross_entropy, batches, samples=2, probes=2, radii=(0.01,))
+    unchanged()
+    assert not model.training and not model[1].training
+    for a, b in zip(trained.layers, evaluated.layers):  # the temperature is a training-mode reading either way
+        assert (a.signal, a.noise) == pytest.approx((b.signal, b.noise), rel=1e-12)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -63,6 +64,25 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
+@contextlib.contextmanager
+def preserved(model: nn.Module, training: bool | None = None) -> Iterator[None]:
+    """On exit the model's buffers (BatchNorm's running statistics and counters) and every module's train/eval flag
+    are what they were on entry, whatever ran inside, an exception included; with `training`, the model is in that
+    mode meanwhile. A probe must not move the statistics of the model it measures."""
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    modes = {m: m.training for m in model.modules()}
+    if training is not None:
+        model.train(training)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                b.copy_(buffers[n])
+        for m, mode in modes.items():
+            m.training = mode
+
+
 def hutchinson_traces(
     model: nn.Module,
     loss_fn: Callable[..., Tensor],
@@ -76,8 +96,13 @@ def hutchinson_traces(
     One Hessian-vector product per probe and batch gives every layer's estimate (cross terms vanish in
     expectation). The probes are drawn from `generator` (on any device; None: a generator seeded from torch's global
     RNG) and the estimates stay on the model's device until the end: one host sync in all.
-    Returns {layer name: (mean, standard error)}.
+    Returns {layer name: (mean, standard error)}. The model's running statistics are left as they were.
     """
+    with preserved(model):
+        return _hutchinson_traces(model, loss_fn, data, layers, probes, generator)
+
+
+def _hutchinson_traces(model, loss_fn, data, layers, probes, generator) -> dict[str, tuple[float, float]]:
     selected = select(model, layers)
     params = dict(model.named_parameters())
     weights = [params[s.name] for s in selected]
@@ -140,9 +165,7 @@ def flatness_profile(
         layers = [*([i] for i in range(1, len(select(model, None)) + 1)), None]
     subsets = [(select(model, spec), spec) for spec in layers]
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    was_training = model.training
-    model.eval()
-    try:
+    with preserved(model, training=False):
         device_generator = _on_device(generator, model)
         trace = hutchinson_traces(model, loss_fn, batches, None, hutchinson, device_generator) if hutchinson else {}
         rows = []
@@ -175,8 +198,6 @@ def flatness_profile(
                             obj.variance() / 2 * sum(trace[s.module_name][0] for s in chosen if s.module_name in trace)
                         )
                     rows.append(FlatnessRow(name, radius, rise, se, predicted))
-    finally:
-        model.train(was_training)
     return FlatnessProfile(rows, trace)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pleat.flatness import FlatnessProfile, flatness_profile
+from pleat.flatness import FlatnessProfile, flatness_profile, preserved
 from pleat.scoping import box_radius
 from pleat.select import LayerSpec, select
 from pleat.temperature import LayerTemperature
@@ -98,8 +98,9 @@ def profile(
     """Profile `model` at its current weights on `batches` ((inputs, targets) pairs; 2 or more for a noise).
 
     layers: the weight layers to profile, as `layers=` (default every weight layer); each is probed alone.
-    The weights are left as they were; the temperature reads the training-mode gradients of each batch (the
-    gradients already in `.grad` are restored), the flatness and the traces are taken in eval mode.
+    The weights, the running statistics and the train/eval mode are left as they were; the temperature reads the
+    training-mode gradients of each batch whatever the model's mode (the gradients already in `.grad` are
+    restored), the flatness and the traces are taken in eval mode.
     """
     batches = list(batches)
     if not batches:
@@ -108,10 +109,11 @@ def profile(
     probe = LayerTemperature(model, [s.module_name for s in selected])
     saved = {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
     try:
-        for inputs, targets in batches:
-            model.zero_grad(set_to_none=True)
-            loss_fn(model(inputs), targets).backward()
-            probe.step()
+        with preserved(model, training=True):  # the temperature is a training-mode reading
+            for inputs, targets in batches:
+                model.zero_grad(set_to_none=True)
+                loss_fn(model(inputs), targets).backward()
+                probe.step()
         temperature = probe.epoch()
     finally:
         for n, p in model.named_parameters():

@@ -71,8 +71,14 @@ def resolve(
         radii = {s.name: radius(params[s.name]) for s in selected}
     elif isinstance(radius, Mapping):
         radii = {}
+        chosen = {s.name for s in selected}
         for spec, r in radius.items():
             names = {s.name for s in select(module, spec, include_bias)}
+            if not names & chosen:
+                raise ValueError(
+                    f"radius: the mapping's entry {spec!r} names no smoothed layer ({', '.join(sorted(names))} is "
+                    "not in layers=): add it to layers= or drop the entry"
+                )
             for s in selected:
                 if s.name in names:
                     if s.name in radii:
