@@ -11,6 +11,15 @@ from pleat.config import Config, help_texts, load, parse_set, shown
 from pleat.reproduce.spec import available
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Wraps help lines at spaces only: names such as label-noise stay whole."""
+
+    def _split_lines(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
+
+
 def _train(args) -> int:
     from pleat.store import RunStore
     from pleat.train import effective_kind, train
@@ -178,7 +187,9 @@ def _report(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     from pleat import __version__
 
-    parser = argparse.ArgumentParser(prog="pleat", description="Partial local entropy: train and probe networks.")
+    parser = argparse.ArgumentParser(
+        prog="pleat", description="Partial local entropy: train and probe networks.", formatter_class=_Formatter
+    )
     parser.add_argument("--version", action="version", version=f"pleat {__version__} (distribution torch-pleat)")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="one training run (no config file: the paper's Figure 3 protocol)")
@@ -193,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
             help=f"{meanings.get(f.name, '')} (default {shown(f.default)})".replace("%", "%%"),
         )
     train.set_defaults(run=_train)
-    rep = sub.add_parser("reproduce", help="a figure of the paper: its sweep, figure and report")
+    rep = sub.add_parser(
+        "reproduce", help="a figure of the paper: its sweep, figure and report", formatter_class=_Formatter
+    )
     rep.add_argument("figure", help=f"{', '.join(available())}, or a spec file")
     rep.add_argument(
         "--budget",
