@@ -103,3 +103,23 @@ def test_one_noisy_window_is_not_the_crossover():
     r = pleat.regimes(history)
     assert all(layer.crossover == 12 for layer in r.layers) and r.signal_end == 12
     assert pleat.regimes(history, persist=1).signal_end == 3  # the literal first crossing
+
+
+def test_a_signal_flat_within_its_noise_has_no_identifiable_peak():
+    """A signal that rises clearly has a peak; one flat within its noise and then falling has only a maximum
+    (here the argmax of the plateau lands wherever the draws put it), and `transition_at_peak` says so: None."""
+    rising = pleat.regimes(synthetic())
+    assert all(layer.peak_identified for layer in rising.layers) and rising.transition_at_peak() is not None
+    flat = synthetic(t_peak=1, t_on=40)  # no rise: the curve starts at its highest and cools
+    g = torch.Generator().manual_seed(3)
+    wobbly = [  # a plateau for 20 entries, wobbling by 5% where the noise is 30% of the signal
+        {k: (v[0] * (1 + 0.05 * float(torch.randn((), generator=g))) if i < 20 else v[0], v[1]) for k, v in h.items()}
+        for i, h in enumerate(flat)
+    ]
+    r = pleat.regimes(wobbly, lengths=[4] * len(wobbly))
+    assert not any(layer.peak_identified for layer in r.layers)
+    assert r.transition_at_peak() is None
+    # the same plateau read from windows of 10,000 minibatches: a 5% wobble is now far beyond its standard error,
+    # but a maximum at the first entry is still no peak
+    first = [dict(h) for h in flat]
+    assert not any(layer.peak_identified for layer in pleat.regimes(first, lengths=[10_000] * len(first)).layers)

@@ -17,7 +17,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "stl10")
-MODELS = ("fc2", "fc3", "fc4", "cnn-cifar10", "cnn-stl10", "cnn-bn")
+MODELS = ("fc2", "fc3", "fc4", "cnn-cifar10", "cnn-stl10", "cnn-bn", "cnn-bn-32")
 KINDS = ("none", "pla", "plea", "sam", "noise")
 DTYPES = ("float32", "float64", "bfloat16", "tf32")
 # keys that say where and how to run, not what to compute: they do not enter the run's identity
@@ -46,7 +46,7 @@ class Config:
 
     dataset: str = "fashion-mnist"  # mnist | fashion-mnist | cifar10 | stl10
     # fc2 | fc3 | fc4 (784-wide hidden layers) | cnn-cifar10 (eq 24) | cnn-stl10 (eq 25) | cnn-bn (beyond the
-    # paper: a small BatchNorm CNN for MNIST and Fashion-MNIST, pleat.models.cnn_bn)
+    # paper: a small BatchNorm CNN for MNIST and Fashion-MNIST, pleat.models.cnn_bn, of width 16) | cnn-bn-32 (width 32)
     model: str = "fc2"
     activation: str = "relu"  # relu | tanh
     # kaiming (He normal weights, zero biases: the paper's CNNs; pleat's default for every net) | torch (PyTorch's
@@ -181,6 +181,7 @@ class Config:
             "cnn-cifar10": ("cifar10",),
             "cnn-stl10": ("stl10",),
             "cnn-bn": ("mnist", "fashion-mnist"),
+            "cnn-bn-32": ("mnist", "fashion-mnist"),
         }
         if self.dataset not in wants[self.model]:
             bad("model", f"takes the inputs of {' or '.join(wants[self.model])}, not of {self.dataset}")

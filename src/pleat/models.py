@@ -115,6 +115,7 @@ MODELS = {
     "cnn-cifar10": cnn_cifar10,
     "cnn-stl10": cnn_stl10,
     "cnn-bn": lambda activation="relu": cnn_bn(),
+    "cnn-bn-32": lambda activation="relu": cnn_bn(32),
 }
 
 

@@ -21,12 +21,14 @@ from pleat.temperature import curves
 
 @dataclass(frozen=True)
 class LayerRegime:
-    """One layer: time of its signal peak, time its noise first exceeds its signal, its offset c_I in the fit."""
+    """One layer: time of its signal peak, time its noise first exceeds its signal, its offset c_I in the fit, and
+    whether the peak stands out: a signal flat within its noise and then falling has a maximum but no peak."""
 
     name: str
     peak: float
     crossover: float | None
     offset: float | None
+    peak_identified: bool = True
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,12 @@ class Regimes:
             and self.onset >= self.signal_end
         )
 
-    def transition_at_peak(self, factor: float = 2.0) -> bool:
+    def transition_at_peak(self, factor: float = 2.0) -> bool | None:
         """Does each layer's crossover come "approximately at the moment when the training signal attains its
-        maximum": no later than `factor` times its peak time (times counted from the start of training)?"""
+        maximum": no later than `factor` times its peak time (times counted from the start of training)? None
+        when some layer's signal has no identifiable peak: the question has no answer there."""
+        if not all(r.peak_identified for r in self.layers):
+            return None
         return all(r.crossover is not None and r.peak <= r.crossover <= factor * r.peak for r in self.layers)
 
     def __str__(self) -> str:
@@ -150,6 +155,7 @@ def regimes(
     tolerance: float = 0.1,
     min_points: int = 5,
     persist: int = 3,
+    lengths: list[int] | None = None,
 ) -> Regimes:
     """Signal peaks, signal/noise crossovers, onset of the parallel late regime and its common cooling.
 
@@ -159,6 +165,10 @@ def regimes(
         tolerance: how far (in ln units) a layer's log-ratio to the others may stray in the late regime.
         min_points: the fewest entries a late regime must span.
         persist: a crossover is where the noise exceeds the signal for this many entries in a row (or to the end).
+        lengths: the minibatches each entry averages (a window's steps); default 1, which reads each signal
+            value as uncertain by its whole noise.
+    A layer's peak is identified when its maximum exceeds the first entry by more than twice the standard error
+    of that difference (each value's noise / sqrt(its length)); a maximum at the first entry is no peak.
     """
     data = curves(history)
     names = list(data)
@@ -172,6 +182,12 @@ def regimes(
     # are) is not a regime change
     noisy = _sustained(noise > signal, persist)
     peaks = [float(t[int(torch.argmax(s))]) for s in signal]
+    counts = torch.tensor(lengths if lengths is not None else [1] * len(history), dtype=torch.float64)
+    se = noise / counts.sqrt()
+    identified = []
+    for s, e in zip(signal, se):
+        k = int(torch.argmax(s))
+        identified.append(k > 0 and float(s[k] - s[0]) > 2 * math.hypot(float(e[k]), float(e[0])))
     crossovers = []
     for row in noisy:
         hits = torch.nonzero(row).flatten()
@@ -201,7 +217,10 @@ def regimes(
         delta = bic(rss_ind, 3 * len(names)) - bic(rss, len(names) + 2)
         if delta > 0:
             fit = (alpha, tau, c.tolist(), rss, rss_ind, delta)
-    layers = [LayerRegime(n, peaks[i], crossovers[i], None if fit is None else fit[2][i]) for i, n in enumerate(names)]
+    layers = [
+        LayerRegime(n, peaks[i], crossovers[i], None if fit is None else fit[2][i], identified[i])
+        for i, n in enumerate(names)
+    ]
     onset = None if onset_index is None else float(t[onset_index])
     if fit is None:
         return Regimes(layers, signal_end, onset, None, None, None, None, None)

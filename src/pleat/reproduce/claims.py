@@ -471,7 +471,9 @@ def _regimes_per_run(table):
         if len(windows) < 8:
             continue
         history = [{k: tuple(v) for k, v in hidden_layers(w["temperature"]).items()} for w in windows]
-        out.append((row, regimes(history, times=[w["step"] for w in windows]), windows[-1]["step"]))
+        steps = [w["step"] for w in windows]
+        lengths = [b - a for a, b in zip([0, *steps[:-1]], steps)]
+        out.append((row, regimes(history, times=steps, lengths=lengths), windows[-1]["step"]))
     return out
 
 
@@ -494,11 +496,31 @@ def three_regimes(table, spec) -> Finding:
 
 
 def transition_at_peak(table, spec) -> Finding:
-    return _share(
-        table,
-        lambda r, end: r.transition_at_peak(),
-        "every layer's noise overtakes its signal between its signal peak and twice the peak time",
+    """Counted over the runs whose every layer has an identifiable signal peak: where the signal is flat within
+    its noise before it falls, "the moment the signal attains its maximum" does not exist, and such runs make the
+    verdict inconclusive."""
+    found = _regimes_per_run(table)
+    if len(found) < 2:
+        return empty("needs at least 2 runs with probe windows (probe_every > 0)")
+    answers = [r.transition_at_peak() for _, r, _ in found]
+    known = [a for a in answers if a is not None]
+    yes = sum(known)
+    peaks = "; ".join(
+        f"{row.get('activation', '')} seed {row['seed']}: " + ", ".join(
+            f"{x.name} peak at {x.peak:g}{'' if x.peak_identified else ' (not identifiable)'}, crossover at "
+            f"{'-' if x.crossover is None else f'{x.crossover:g}'}" for x in r.layers
+        )
+        for row, r, _ in found
     )
+    if len(known) < len(answers):
+        verdict = "inconclusive"
+    else:
+        verdict = "supported" if yes == len(known) else "contradicted" if yes == 0 else "inconclusive"
+    note = (
+        f"{len(known)} of {len(found)} runs have an identifiable signal peak in every layer; in {yes} of them every "
+        f"layer's noise overtakes its signal between its peak and twice the peak time. {peaks}"
+    )
+    return Finding("all", verdict=verdict, note=note)
 
 
 def relu_tanh_alike(table, spec) -> Finding:

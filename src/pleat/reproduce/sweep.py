@@ -28,7 +28,8 @@ from pleat.store import RunBusy, training
 # fc3 and the CNNs scaled by their arithmetic.
 # cnn-bn: 17 s an epoch of 10,000 augmented images and the 10,000 test images on one core (2026-12-04), taken as
 # 1.6x faster on two
-_PLAIN_SECONDS = {"fc2": 0.048, "fc3": 0.072, "fc4": 0.096, "cnn-cifar10": 3.8, "cnn-stl10": 48.0, "cnn-bn": 0.8}
+_PLAIN_SECONDS = {"fc2": 0.048, "fc3": 0.072, "fc4": 0.096, "cnn-cifar10": 3.8, "cnn-stl10": 48.0, "cnn-bn": 0.8,
+                  "cnn-bn-32": 2.8}  # fmt: skip
 _TRAIN_SIZE = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000, "stl10": 5000}
 # what a run costs besides its epochs: loading and checking the data, the store, the first steps (the smoke Fig 3
 # sweep, 14 runs of 1,000 examples for one epoch, took 39 s)
@@ -72,7 +73,7 @@ def _point_cost(run: Run) -> float:
     arithmetic at and after the first smoothed layer (PLA on every conv of the CIFAR-10 CNN: 4.9x a plain step
     measured, 5x counted)."""
     c = run.config
-    if c.model == "cnn-bn":  # measured with y = 4 (one core, 20 steps): every conv 4x plain, the norms 3x
+    if c.model.startswith("cnn-bn"):  # measured with y = 4 (one core, 20 steps): every conv 4x plain, the norms 3x
         return 0.75 if 1 in c.layers else 0.5 if "norm" in c.layers else 0.1
     if not c.model.startswith("fc"):
         return downstream_share(c)
