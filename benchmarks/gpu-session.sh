@@ -3,9 +3,13 @@
 # time a session, all calls together, the machine's start included). From the repository root, on this machine:
 #   mkdir -p data && cp -r ../shared/datasets/{MNIST,FashionMNIST} data/   # /data/ is git-ignored; about 42 MB
 #   device run: command "bash benchmarks/gpu-session.sh", carry ["data"], timeout_s 590
-# then, if device time is left and the machine is still warm (30 s), at once:
+# then, if device time is left and the machine is still warm (30 s), at once: first unpack the first call's
+# tarballs into results/ here (the next call's copy of the tree replaces the machine's untracked run files with
+# this checkout's, so runs this checkout lacks are lost there; 2026-12-04 lost 4 nearly finished runs so), then
 #   device run: command "SKIP_CHECKS=1 BUDGET=150 bash benchmarks/gpu-session.sh", carry ["data"], timeout_s 170
 # which resumes the sweeps from the checkpoints the first call left on that machine (git-ignored files stay).
+# What is left for a GPU (2026-12-04): fig4-right's {1,2,3} runs (about 10 minutes) and the label-noise sweep
+# (fc2, 10,000 images: about 1 s an epoch a run while 16 share the card): SWEEPS="fig4-right label-noise".
 # It writes into $OUT (at most 8 files come back): gpu.txt (the card), gpu-tests.txt, objective.txt, and per sweep
 # of $SWEEPS its log ($S-decisive.txt) and its store without checkpoints ($S-decisive.tar.gz: unpack it into
 # results/; finished runs count, unfinished ones are retrained). The sweeps run side by side, each group of runs in
