@@ -110,6 +110,7 @@ def test_shipped_specs_expand_to_exactly_their_grids():
         "augmented-cnn",
         "baselines",
         "label-noise",
+        "referee",
         "sensitivity",
     ]
     fig3 = load_spec("fig3")
@@ -167,6 +168,17 @@ def test_shipped_specs_expand_to_exactly_their_grids():
         ("noise convs", "noise", (1, 2, 3, 4, 5), "relative-filter:0.2"),
     }
     assert len(cnn) == 8 * 4
+    referee = expand(load_spec("referee"), "decisive")
+    assert {(r.regime, r.config.layers, r.config.radius, r.config.samples, r.config.normalize) for r in referee
+            if r.config.kind == "pla"} == {
+        *(("paper", (2,), r, 4, False) for r in (0.005, 0.01, 0.02, 0.05, 0.1)),
+        *(("paper", (1,), r, 4, False) for r in (0.01, 0.02)),
+        *(("paper", (2,), 0.02, y, False) for y in (8, 16)),
+        *(("standardised inputs", (2,), r, 4, True) for r in (0.01, 0.05)),
+    }
+    assert len(referee) == (2 + 11) * 5 and {r.config.epochs for r in referee} == {120}
+    fig3 = {r.config.key() for r in expand(load_spec("fig3"), "decisive")}
+    assert len({r.config.key() for r in referee} & fig3) == 3 * 5  # plain, {2} at 0.01 and 0.05: taken from fig3
     recipe = {(c.model, c.augment, c.schedule, c.weight_decay, c.lr, c.train_subset) for c in (r.config for r in cnn)}
     assert recipe == {("cnn-bn", True, "cosine", 5e-4, 0.05, 5000)}
 

@@ -549,3 +549,18 @@ def test_radius_per_layer_in_the_config_and_on_the_command_line():
         with pytest.raises(ValueError, match=message):
             load(None, parse_set(bad))
     assert main(["train", "--radius", "relative:0", "--progress", "false"]) == 2  # smooths nothing: refused
+
+
+@needs_data
+def test_normalize_standardises_by_the_training_images():
+    import torch
+
+    from pleat import lifecycle as life
+
+    raw = life.load_data(quick(Path("/nonexistent"), train_subset=500, test_subset=200), torch.device("cpu"))
+    config = quick(Path("/nonexistent"), train_subset=500, test_subset=200, normalize=True)
+    data = life.load_data(config, torch.device("cpu"))
+    assert abs(data.x_train.mean().item()) < 1e-5 and abs(data.x_train.std().item() - 1) < 1e-5
+    mean, std = raw.x_train.mean(), raw.x_train.std()
+    torch.testing.assert_close(data.x_test, (raw.x_test - mean) / std)  # the test images by the training numbers
+    assert Config(normalize=False).key() == Config().key() != Config(normalize=True).key()

@@ -37,6 +37,7 @@ ADDED_KEYS = {
     "label_noise": 0.0,
     "augment": False,
     "schedule": "constant",
+    "normalize": False,
 }
 
 
@@ -92,6 +93,9 @@ class Config:
     # MNIST and Fashion-MNIST: random crops of the image padded by 2 pixels and horizontal flips, per sample (the
     # CIFAR-10 and STL-10 runs always take the paper's augmentation)
     augment: bool = False
+    # standardise the inputs by the training images' mean and standard deviation per channel (the test images by
+    # the same numbers); off: pixels in [0, 1], as the paper's runs
+    normalize: bool = False
     data_dir: str = ""  # empty: $PLEAT_DATA, else ~/.cache/pleat/data
     out_dir: str = "runs"  # where the run store lives
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N

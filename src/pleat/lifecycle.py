@@ -75,6 +75,10 @@ def load_data(config: Config, device: torch.device) -> datasets.Dataset:
     )
     dtype = parameter_dtype(config)
     data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
+    if config.normalize:  # per channel, from the training images the run trains on
+        dims = [0, *range(2, data.x_train.dim())]
+        mean, std = data.x_train.mean(dim=dims, keepdim=True), data.x_train.std(dim=dims, keepdim=True)
+        data.x_train, data.x_test = (data.x_train - mean) / std, (data.x_test - mean) / std
     if config.augment:
         data.pipeline = "crop-flip"
     if config.label_noise:
