@@ -276,12 +276,19 @@ def test_fig1_claims_on_synthetic_temperature_curves():
     assert set(verdicts(pd.DataFrame(common), "fig1").values()) == {"supported"}
     slow = [dict(arm="plain", seed=s, metrics=windows_of(synthetic(t_peak=10, t_cross=30, seed=s))) for s in range(2)]
     assert verdicts(pd.DataFrame(slow), "fig1")["transition_at_peak"] == "contradicted"
-    mixed = [
+    # qualitatively similar: a crossover after the late regime began (t_cross 150) is a difference of timing, not
+    # of kind; a noise that never overtakes the signal (t_cross beyond the run) is a difference of kind
+    late_tanh = [
         dict(r, metrics=windows_of(synthetic(t_cross=150, seed=r["seed"]))) if r["activation"] == "tanh" else r
         for r in common
     ]
+    assert verdicts(pd.DataFrame(late_tanh), "fig1")["relu_tanh_alike"] == "supported"
+    mixed = [
+        dict(r, metrics=windows_of(synthetic(t_cross=10_000, seed=r["seed"]))) if r["activation"] == "tanh" else r
+        for r in common
+    ]
     assert verdicts(pd.DataFrame(mixed), "fig1")["relu_tanh_alike"] == "contradicted"
-    neither = [dict(r, metrics=windows_of(synthetic(t_cross=150, seed=r["seed"]))) for r in common]
+    neither = [dict(r, metrics=windows_of(synthetic(t_cross=10_000, seed=r["seed"]))) for r in common]
     assert verdicts(pd.DataFrame(neither), "fig1")["relu_tanh_alike"] == "inconclusive"  # alike, but in failing
     apart = [dict(arm="plain", seed=s, metrics=windows_of(synthetic(shared=False, seed=s))) for s in range(2)]
     assert verdicts(pd.DataFrame(apart), "fig1")["common_cooling"] == "contradicted"
