@@ -564,3 +564,16 @@ def test_normalize_standardises_by_the_training_images():
     mean, std = raw.x_train.mean(), raw.x_train.std()
     torch.testing.assert_close(data.x_test, (raw.x_test - mean) / std)  # the test images by the training numbers
     assert Config(normalize=False).key() == Config().key() != Config(normalize=True).key()
+
+
+def test_a_missing_extra_is_named_with_the_install_command(capsys, monkeypatch):
+    """A bare install (no torchvision, scipy, pandas...): one line naming the package and the extra, exit 2."""
+    import pleat.cli
+
+    def missing(args):
+        raise ModuleNotFoundError("No module named 'scipy'", name="scipy")
+
+    monkeypatch.setattr(pleat.cli, "_runs", missing)
+    assert main(["runs", "/nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert "needs scipy" in err and "pip install 'torch-pleat[train]'" in err and "Traceback" not in err

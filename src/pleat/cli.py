@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = sub.add_parser(
         "runs", help="what ran in a run store or a sweep folder: status, epochs, best and final accuracy"
     )
-    runs.add_argument("dir", nargs="?", default="runs")
+    runs.add_argument("dir", nargs="?", default="runs", help="a run store or a sweep folder (default runs)")
     runs.set_defaults(run=_runs)
     argv = sys.argv[1:] if argv is None else argv
     if not argv:  # a bare `pleat`: the commands and what each does, not only argparse's one-line complaint
@@ -269,6 +269,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except (ValueError, FileNotFoundError, CorruptRun, RunBusy) as e:
         print(f"pleat: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:  # a bare install: the commands need the train extra (torchvision, scipy, ...)
+        if e.name is None or e.name.split(".")[0] in ("pleat", "torch"):
+            raise
+        print(
+            f"pleat: error: `pleat {args.command}` needs {e.name}, which the train extra installs: "
+            "pip install 'torch-pleat[train]'",
+            file=sys.stderr,
+        )
         return 2
     except BrokenPipeError:  # the reader went away (`pleat ... | head`): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
