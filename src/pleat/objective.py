@@ -50,20 +50,26 @@ class Last:
     curvature_se: Tensor | None
 
 
-def aggregate(kind: str, losses: Tensor, log_weights: Tensor, beta: float = 1.0) -> Tensor:
-    """Combine per-point losses `[y+1]` (centre first) into the sampled loss.
+def aggregate(kind: str, losses: Tensor, log_weights: Tensor, beta: float = 1.0, mask: Tensor | None = None) -> Tensor:
+    """Combine per-point losses `[..., y+1]` (centre first) into the sampled loss `[...]`.
 
     pla (eq 19; eq 23 for the hard box): (1/(y+1)) [L_0 + Σ_a K_a L_a], K_a = exp(log_weights[a]).
     plea (eq 14; eq 22 for the hard box): -log{(1/(y+1)) [e^{-β L_0} + Σ_a e^{-β L_a - d_a}]}.
-    Both are divided by y+1, so sampling does not act as a larger learning rate.
+    Both are divided by y+1, so sampling does not act as a larger learning rate. `mask` (the trainer's, one row
+    per run): the points that count in each row; y+1 is then each row's count.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    points = losses.shape[0]
     log_weights = log_weights.to(losses.dtype)
+    if mask is None:
+        points = losses.shape[-1]
+        if kind == "pla":
+            return (losses * log_weights.exp()).sum(-1) / points
+        return math.log(points) - torch.logsumexp(-beta * losses + log_weights, dim=-1)
+    counts = mask.sum(-1)
     if kind == "pla":
-        return (losses * log_weights.exp()).sum() / points
-    return math.log(points) - torch.logsumexp(-beta * losses + log_weights, dim=0)
+        return torch.where(mask, losses * log_weights.exp(), 0).sum(-1) / counts
+    return counts.log() - torch.logsumexp((-beta * losses + log_weights).masked_fill(~mask, -math.inf), dim=-1)
 
 
 class PartialLocalEntropy:

@@ -33,6 +33,7 @@ from pleat import radii
 from pleat.config import Config
 from pleat.engines import Draws
 from pleat.kernels import Box, Gaussian, Kernel
+from pleat.objective import aggregate
 from pleat.scoping import scope
 from pleat.select import select
 from pleat.stacked import Stacked
@@ -270,7 +271,6 @@ class Group:
                 self.mask[k, 1] = True
             else:
                 self.mask[k, : (m.draws + 1)] = True
-        self.counts = self.mask.sum(1)
         self.is_plea = torch.tensor([effective_kind(m.config) == "plea" for m in members], device=device)
         self.centre = torch.tensor([int(m.shifted) for m in members], device=device)
         self._deltas: dict[str, Tensor] = {}
@@ -313,9 +313,9 @@ class Group:
         outputs `[K, B, classes]` at each run's reported point (the centre; noise: the shifted point), detached."""
         params, members = self.params, self.members
         losses, out = self._losses(params, x, y, autocast, self._draw() if self.smoothed else None)
-        own = losses.masked_fill(~self.mask, 0).sum(1) / self.counts  # pla (eq 23); none, sam, noise: one point
-        plea = self.counts.log() - torch.logsumexp((-losses).masked_fill(~self.mask, -math.inf), dim=1)  # eq 22
-        loss = torch.where(self.is_plea, plea, own)
+        flat = torch.zeros_like(losses)  # the trainer's kernels are flat: every point has weight one
+        own = aggregate("pla", losses, flat, mask=self.mask)  # eq 23; none, sam, noise: their one point
+        loss = torch.where(self.is_plea, aggregate("plea", losses, flat, mask=self.mask), own)  # eq 22
         names = list(params)
         centre = None
         if any(m.config.probe_gradient == "centre" for m in members):  # ∇L(W), from the same forward
