@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import pleat
-from pleat.models import fc
+from pleat.runs.models import fc
 
 RADIUS, SHARPNESS = 0.01, 300.0  # kR = 3: a soft wall a third of the box wide
 KERNELS = {

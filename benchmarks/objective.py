@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import pleat
-from pleat.models import cnn_cifar10, fc
+from pleat.runs.models import cnn_cifar10, fc
 
 CASES = {  # name: (model factory, input shape, batch, smoothed layers)
     "mlp {1}": (lambda: fc(2), (1, 28, 28), 256, ["fc1"]),

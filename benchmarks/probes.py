@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import pleat
-from pleat.models import fc
+from pleat.runs.models import fc
 
 
 def main() -> None:

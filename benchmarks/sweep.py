@@ -29,11 +29,11 @@ from pathlib import Path
 
 import torch
 
-from pleat.config import Config
 from pleat.reproduce.executors import cores, train_job
 from pleat.reproduce.packing import memory_budget, pack
 from pleat.reproduce.spec import SPECS, expand, load_spec
 from pleat.reproduce.sweep import reproduce
+from pleat.runs.config import Config
 
 SHAPE = """
 [budget.smoke]
@@ -108,7 +108,7 @@ def step(args) -> None:
     import contextlib
     import statistics
 
-    from pleat.train import Group, member
+    from pleat.runs.train import Group, member
 
     device = torch.device(args.device)
     print(f"one group step (fc2, PLA y = 4, batch 256), device {_device_name(args.device)}")
@@ -130,8 +130,8 @@ def compile_(args) -> None:
     on CUDA, mode="reduce-overhead": CUDA graphs); median of 3 x 20 steps after a warm-up."""
     import torch.nn.functional as F
 
-    from pleat.models import build
-    from pleat.stacked import Stacked
+    from pleat.runs.models import build
+    from pleat.runs.stacked import Stacked
 
     device = torch.device(args.device)
     torch.manual_seed(0)

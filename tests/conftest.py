@@ -1,7 +1,12 @@
 import copy
+import gzip
+import hashlib
 import math
 import os
+from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -121,3 +126,108 @@ def naive(model, loss_fn, inputs, targets, deltas, kind="pla", log_weights=None,
         gs = [c * (g[n] if g[n] is not None else 0) for c, g in zip(coeffs, grads)]
         grad[n] = sum(gs)
     return total, grad, copies[0]
+
+
+# --- the real data, and data the tests make -------------------------------------------------------------------------
+
+SHARED = Path(os.environ.get("PLEAT_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+HAS_DATA = (SHARED / "FashionMNIST" / "raw").exists()
+if not HAS_DATA and os.environ.get("CI") == "true":  # CI must not pass by skipping what needs the real files
+    raise RuntimeError(f"CI=true but Fashion-MNIST is not in {SHARED}: set PLEAT_DATA to the datasets folder")
+needs_data = pytest.mark.skipif(not HAS_DATA, reason="Fashion-MNIST not present (set PLEAT_DATA)")
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_fashion(root: Path, n_train: int = 2000, n_test: int = 1000) -> dict[str, str]:
+    """Fashion-MNIST files in the official format (IDX, gzip) under root/FashionMNIST/raw, of learnable made-up
+    images: a fixed random template per class under pixel noise. Returns the files' md5s."""
+    rng = np.random.default_rng(0)
+    templates = rng.random((10, 28, 28)) > 0.6
+    folder = root / "FashionMNIST" / "raw"
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n)
+        images = np.clip(templates[labels] * 160 + rng.normal(48, 40, (n, 28, 28)), 0, 255)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return {f.name: hashlib.md5(f.read_bytes()).hexdigest() for f in folder.iterdir()}
+
+
+@pytest.fixture(scope="session")
+def _fashion_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fashion")
+    return root, write_fashion(root)
+
+
+@pytest.fixture
+def fashion(_fashion_files, monkeypatch) -> Path:
+    """A data folder of made-up Fashion-MNIST files (`write_fashion`), accepted by this process's md5 check: the
+    trainer's tests against the naive loop run on it everywhere, with or without the real files."""
+    from pleat.runs import data
+
+    root, md5 = _fashion_files
+    tables = data._files
+
+    def files(name):  # torchvision's tables, with these files' own checksums for Fashion-MNIST
+        folder, sums, splits = tables(name)
+        return (folder, md5, splits) if name == "fashion-mnist" else (folder, sums, splits)
+
+    monkeypatch.setattr(data, "_files", files)
+    return root
+
+
+def strip(records):
+    """Metrics records without their wall-clock times."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def small_run_flags(tmp_path, epochs: int, data_dir=SHARED) -> list[str]:
+    """`pleat train` flags of a seconds-long run, stored under tmp_path."""
+    flags = dict(epochs=epochs, train_subset=300, test_subset=100, lr=0.01, data_dir=data_dir, out_dir=tmp_path)
+    return [*(x for k, v in flags.items() for x in (f"--{k.replace('_', '-')}", str(v))), "--progress", "false"]
+
+
+# --- closed forms ---------------------------------------------------------------------------------------------------
+
+class Quadratic(nn.Module):
+    """loss = ½ (W - W*)ᵀ A (W - W*) over the weight of one Linear: a closed-form Hessian."""
+
+    def __init__(self, n=12):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.lin = nn.Linear(n, 1, bias=False).double()
+        b = torch.randn(n, n, generator=g, dtype=torch.float64)
+        self.register_buffer("A", b @ b.T / n)
+        self.register_buffer("w0", torch.randn(n, generator=g, dtype=torch.float64))
+
+    def forward(self, x):
+        d = self.lin.weight[0] - self.w0
+        return 0.5 * d @ self.A @ d + 0 * x.sum()
+
+
+def synthetic(shared=True, T=200, t_peak=10, t_cross=12, t_on=40, alpha=0.5, tau=20.0, noise=0.01, seed=0):
+    """Curves with known breakpoints: a common rise to t_peak, noise above signal from t_cross, layer-specific
+    drifts until t_on, then ln s_I = c_I - (t/τ)^α (or, when not shared, a different decay per layer)."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(1, T + 1, dtype=torch.float64)
+    offsets = [0.0, -1.0, 0.7]
+    drifts = [0.9, -0.6, 0.3]
+    history = [{} for _ in range(T)]
+    for i, name in enumerate(["fc1", "fc2", "out"]):
+        if shared:
+            f = -((t / tau) ** alpha)
+        else:
+            f = -((t / [20.0, 60.0, 5.0][i]) ** [0.5, 0.9, 0.3][i])
+        drift = torch.where(t < t_on, drifts[i] * (0.5 + 0.5 * (t_on - t) / t_on), torch.zeros_like(t))
+        rise = 2 * torch.log(torch.clamp(t / t_peak, max=1.0))
+        log_s = offsets[i] + f + drift + rise + noise * torch.randn(T, generator=g, dtype=torch.float64)
+        s = log_s.exp()
+        std = s * torch.where(t < t_cross, 0.3, 3.0)
+        for k in range(T):
+            history[k][name] = (float(s[k]), float(std[k]))
+    return history

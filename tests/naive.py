@@ -10,13 +10,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pleat import lifecycle as life
-from pleat import radii
-from pleat.config import Config
-from pleat.kernels import Gaussian
-from pleat.objective import PartialLocalEntropy
-from pleat.select import select
-from pleat.temperature import LayerTemperature
+from pleat.core import radii
+from pleat.core.kernels import Gaussian
+from pleat.core.objective import PartialLocalEntropy
+from pleat.core.select import select
+from pleat.probes.temperature import LayerTemperature
+from pleat.runs import lifecycle as life
+from pleat.runs.config import Config
 
 
 def naive_train(config: Config) -> tuple[list[dict], dict]:

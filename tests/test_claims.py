@@ -4,7 +4,7 @@ import random
 
 import pandas as pd
 import pytest
-from test_regimes import synthetic
+from conftest import synthetic
 
 from pleat.reproduce import claims, load_spec
 from pleat.reproduce.verdicts import judge

@@ -1,24 +1,13 @@
-import gzip
-import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED, needs_data, write_idx
 from torchvision.datasets import FashionMNIST
 
-from pleat import data
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-SHARED = Path(os.environ.get("PLEAT_DATA", SHARED))
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
+from pleat.runs import data
 
 
 def fake_mnist(root: Path, folder="MNIST", n=(12, 5)):
@@ -85,7 +74,7 @@ def test_stl_binary_is_column_major(tmp_path):
     assert d.y_test.tolist() == [0, 9, 2, 3]
 
 
-@pytest.mark.skipif(not (SHARED / "FashionMNIST" / "raw").exists(), reason="official files not present")
+@needs_data
 @pytest.mark.parametrize("name, first", [("mnist", [5, 0, 4, 1, 9]), ("fashion-mnist", [9, 0, 0, 3, 0])])
 def test_real_files(name, first):
     d = data.load(name, SHARED, download=False)

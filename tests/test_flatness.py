@@ -3,12 +3,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import mlp
-from test_objective import Quadratic
+from conftest import Quadratic, mlp
 from torch import nn
 
 import pleat
-from pleat.flatness import flatness_profile, hutchinson_traces
+from pleat.probes.flatness import flatness_profile, hutchinson_traces
 
 
 def exact_traces(model, x, t):

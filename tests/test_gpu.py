@@ -45,11 +45,11 @@ def test_lattice_draws_on_cuda():
 
 def test_vectorised_group_matches_lone_runs_on_cuda(tmp_path):
     """The group's equality with lone runs (tests/test_group.py), on a GPU in float32 within float32 tolerance."""
+    from conftest import SHARED
     from test_group import fc_configs
-    from test_train import SHARED
 
-    from pleat.store import RunStore
-    from pleat.train import train, train_group
+    from pleat.runs.store import RunStore
+    from pleat.runs.train import train, train_group
 
     if not (SHARED / "FashionMNIST" / "raw").exists():
         pytest.skip("Fashion-MNIST not present")
@@ -67,8 +67,8 @@ def test_vectorised_group_matches_lone_runs_on_cuda(tmp_path):
 
 
 def test_tf32_is_on_inside_the_run_and_restored_after():
-    from pleat.config import Config
-    from pleat.lifecycle import autocast_for
+    from pleat.runs.config import Config
+    from pleat.runs.lifecycle import autocast_for
 
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     with autocast_for(Config(dtype="tf32"), torch.device("cuda"))():
@@ -81,7 +81,7 @@ def test_a_vectorised_step_never_waits_for_the_device(tmp_path):
     and plain runs raise under CUDA's sync debug mode if anything copies to the host)."""
     from test_group import fc_configs
 
-    from pleat.train import Group, member
+    from pleat.runs.train import Group, member
 
     device = torch.device("cuda")
     configs = [c for c in fc_configs(tmp_path, dtype="float32", device="cuda") if c.layers == (2,) or c.kind == "none"]

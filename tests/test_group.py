@@ -8,15 +8,14 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from test_train import SHARED, needs_data
 from torch.func import functional_call
 
-from pleat import data
-from pleat.config import Config
-from pleat.models import build
-from pleat.stacked import Stacked
-from pleat.store import RunStore
-from pleat.train import group_key, train, train_group
+from pleat.runs import data
+from pleat.runs.config import Config
+from pleat.runs.models import build
+from pleat.runs.stacked import Stacked
+from pleat.runs.store import RunStore
+from pleat.runs.train import group_key, train, train_group
 
 KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_accuracy_halves")
 
@@ -115,7 +114,7 @@ def test_stacked_rejects_what_it_cannot_run():
         Stacked(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.1)))
 
 
-def fc_configs(out_dir, **common):
+def fc_configs(data_dir, out_dir, **common):
     base = dict(
         lr=0.05,
         epochs=2,
@@ -123,7 +122,7 @@ def fc_configs(out_dir, **common):
         test_subset=200,
         batch_size=64,  # 300 = 4 x 64 + 44: a short last batch
         dtype="float64",
-        data_dir=str(SHARED),
+        data_dir=str(data_dir),
         out_dir=str(out_dir),
         progress=False,
     )
@@ -166,8 +165,7 @@ def assert_same_runs(alone: list[Config], grouped: list[Config], rtol=1e-12):
         assert RunStore(a).result()["best_test_accuracy"] == RunStore(b).result()["best_test_accuracy"]
 
 
-@needs_data
-def test_group_matches_its_runs_trained_alone_and_the_naive_loop(tmp_path):
+def test_group_matches_its_runs_trained_alone_and_the_naive_loop(fashion, tmp_path):
     """Plain, PLA (hard and soft box), PLEA, SAM and noise runs with different layers, radii, samples, seeds,
     momentum, weight decay, epoch counts and probes, in float64: the group gives each run the numbers of its lone
     training, probe windows of 3 steps included (per-epoch temperatures: the resume test below). And each run
@@ -176,8 +174,8 @@ def test_group_matches_its_runs_trained_alone_and_the_naive_loop(tmp_path):
     weights."""
     from naive import naive_train
 
-    alone = fc_configs(tmp_path / "alone", probe_every=3, train_subset=200)  # 4 steps an epoch, the last of 8
-    grouped = fc_configs(tmp_path / "group", probe_every=3, train_subset=200)
+    alone = fc_configs(fashion, tmp_path / "alone", probe_every=3, train_subset=200)  # 4 steps an epoch, the last of 8
+    grouped = fc_configs(fashion, tmp_path / "group", probe_every=3, train_subset=200)
     for c in alone:
         train(c)
         expected, weights = naive_train(c)
@@ -200,8 +198,7 @@ def test_group_matches_its_runs_trained_alone_and_the_naive_loop(tmp_path):
     assert '"vectorised_group": 8' in env
 
 
-@needs_data
-def test_radii_per_layer_train_alone_as_the_naive_loop_and_alike_in_a_group(tmp_path):
+def test_radii_per_layer_train_alone_as_the_naive_loop_and_alike_in_a_group(fashion, tmp_path):
     """A table of radii (PLA on {1,2}), relative radii (PLEA on {2}; noise on {1}) and per-weight relative radii
     (PLA on {1,2}; noise on {2}), float64: each run alone has the naive loop's numbers, and the same in a group."""
     from naive import naive_train
@@ -215,7 +212,7 @@ def test_radii_per_layer_train_alone_as_the_naive_loop_and_alike_in_a_group(tmp_
     ]
     # one epoch of 5 steps: the relative radii are re-read from weights that every step has changed
     alone, grouped = (
-        [Config.from_dict({**c.to_dict(), **r}) for c, r in zip(fc_configs(tmp_path / where, epochs=1), runs)]
+        [Config.from_dict({**c.to_dict(), **r}) for c, r in zip(fc_configs(fashion, tmp_path / where, epochs=1), runs)]
         for where in ("alone", "group")
     )
     for c in alone:
@@ -228,8 +225,7 @@ def test_radii_per_layer_train_alone_as_the_naive_loop_and_alike_in_a_group(tmp_
     assert_same_runs(alone, grouped)
 
 
-@needs_data
-def test_scoped_radii_are_scope_at_the_weights_of_their_epoch_and_resume_exactly(tmp_path, monkeypatch):
+def test_scoped_radii_are_scope_at_the_weights_of_their_epoch_and_resume_exactly(fashion, tmp_path, monkeypatch):
     """radius = "scoped:RISE" (PLA on {1,2}, float64): the radii of epoch 1 are `pleat.scope` on the initial
     weights (the epoch's first 4 batches, the run's scope generator); with rescope_every = 1 every epoch has its
     own; the metrics record them; killed after epoch 1 and resumed, the run ends with the uninterrupted numbers,
@@ -237,10 +233,10 @@ def test_scoped_radii_are_scope_at_the_weights_of_their_epoch_and_resume_exactly
     import torch.nn.functional as F
 
     import pleat
-    from pleat import lifecycle as life
+    from pleat.runs import lifecycle as life
 
     change = dict(kind="pla", layers=[1, 2], radius="scoped:0.002", rescope_every=1, epochs=2)
-    alone = Config.from_dict({**fc_configs(tmp_path / "alone")[0].to_dict(), **change})
+    alone = Config.from_dict({**fc_configs(fashion, tmp_path / "alone")[0].to_dict(), **change})
     train(alone)
     metrics = RunStore(alone).metrics()
     device = torch.device("cpu")
@@ -257,14 +253,13 @@ def test_scoped_radii_are_scope_at_the_weights_of_their_epoch_and_resume_exactly
     killed_at(monkeypatch, killed, 1)
     with pytest.raises(Killed):
         train(killed)
-    plain = Config.from_dict({**fc_configs(tmp_path / "killed")[2].to_dict(), "epochs": 2})
+    plain = Config.from_dict({**fc_configs(fashion, tmp_path / "killed")[2].to_dict(), "epochs": 2})
     train_group([killed, plain])
     assert_same_runs([alone], [killed])
     assert [m["radii"] for m in RunStore(killed).metrics()] == [m["radii"] for m in metrics]
 
 
-@needs_data
-def test_bfloat16_group_matches_its_runs_alone_within_the_rounding_of_a_different_layout(tmp_path):
+def test_bfloat16_group_matches_its_runs_alone_within_the_rounding_of_a_different_layout(fashion, tmp_path):
     """Under bfloat16 autocast a group and its runs alone run the same code: a run whose computation has the same
     layout in both is equal to the bit (measured: plain, PLEA {1,2}, SAM, noise). A run that smooths fewer layers
     than the group does not: a layer another run perturbs (here layer 1) gives it per-point inputs from there on,
@@ -275,8 +270,8 @@ def test_bfloat16_group_matches_its_runs_alone_within_the_rounding_of_a_differen
     from naive import naive_train
 
     pick = [0, 1, 2, 5, 6, 7]  # the 2-epoch runs
-    alone = [fc_configs(tmp_path / "alone", dtype="bfloat16")[i] for i in pick]
-    grouped = [fc_configs(tmp_path / "group", dtype="bfloat16")[i] for i in pick]
+    alone = [fc_configs(fashion, tmp_path / "alone", dtype="bfloat16")[i] for i in pick]
+    grouped = [fc_configs(fashion, tmp_path / "group", dtype="bfloat16")[i] for i in pick]
     for c in alone:
         train(c)
     train_group(grouped)
@@ -311,15 +306,14 @@ def killed_at(monkeypatch, run: Config, epoch: int):
     monkeypatch.setattr(RunStore, "save_checkpoint", save_then_die)
 
 
-@needs_data
-def test_group_resumes_each_run_from_its_own_epoch(tmp_path, monkeypatch):
+def test_group_resumes_each_run_from_its_own_epoch(fashion, tmp_path, monkeypatch):
     """A group stopped between two runs' checkpoints leaves its runs at different epochs (one at its last epoch
     without a result); a run begun alone joins; a run finished alone is left alone. Resumed as one group, every
     run ends with the numbers of an uninterrupted lone training."""
-    alone = fc_configs(tmp_path / "alone", epochs=3, train_subset=200)  # 3 steps of 64 and a short one of 8
+    alone = fc_configs(fashion, tmp_path / "alone", epochs=3, train_subset=200)  # 3 steps of 64 and a short one of 8
     for c in alone:
         train(c)
-    grouped = fc_configs(tmp_path / "group", epochs=3, train_subset=200)
+    grouped = fc_configs(fashion, tmp_path / "group", epochs=3, train_subset=200)
     killed_at(monkeypatch, grouped[0], 1)
     with pytest.raises(Killed):
         train(grouped[0])
@@ -335,10 +329,9 @@ def test_group_resumes_each_run_from_its_own_epoch(tmp_path, monkeypatch):
     assert_same_runs(alone, grouped)
 
 
-@needs_data
-def test_one_diverging_run_leaves_the_others_alone(tmp_path):
-    alone = fc_configs(tmp_path / "alone")[:3]
-    grouped = fc_configs(tmp_path / "group")[:3]
+def test_one_diverging_run_leaves_the_others_alone(fashion, tmp_path):
+    alone = fc_configs(fashion, tmp_path / "alone")[:3]
+    grouped = fc_configs(fashion, tmp_path / "group")[:3]
     for c in alone:
         train(c)
     wild = Config.from_dict({**grouped[0].to_dict(), "lr": 1e6, "seed": 9})
@@ -351,8 +344,8 @@ def test_one_diverging_run_leaves_the_others_alone(tmp_path):
     assert lone["diverged"] == at  # a run alone stops at the same epoch
 
 
-def test_group_refuses_runs_that_cannot_share_a_program(tmp_path):
-    base = fc_configs(tmp_path)[0]
+def test_group_refuses_runs_that_cannot_share_a_program(fashion, tmp_path):
+    base = fc_configs(fashion, tmp_path)[0]
     for change in ({"batch_size": 32}, {"model": "fc3"}, {"dataset": "mnist"}, {"dtype": "float32"}):
         with pytest.raises(ValueError, match="cannot share one vectorised program"):
             train_group([base, Config.from_dict({**base.to_dict(), **change})])
@@ -452,7 +445,7 @@ def test_packing_groups_only_what_can_share_a_program_within_the_memory_budget()
     assert run_bytes(cnn) > 4 * 3 * 3 * 6400 * 6400  # three 6400-wide layers' weights, gradients, momentum
 
 
-def bn_configs(out_dir, **common):
+def bn_configs(data_dir, out_dir, **common):
     """cnn-bn runs of every kind on augmented Fashion-MNIST with a cosine schedule and weight decay, float64."""
     base = dict(
         dataset="fashion-mnist",
@@ -467,7 +460,7 @@ def bn_configs(out_dir, **common):
         test_subset=31,
         batch_size=40,  # 60 = 40 + 20: a short last batch
         dtype="float64",
-        data_dir=str(SHARED),
+        data_dir=str(data_dir),
         out_dir=str(out_dir),
         progress=False,
     )
@@ -483,8 +476,7 @@ def bn_configs(out_dir, **common):
 
 
 @pytest.mark.slow
-@needs_data
-def test_batchnorm_cnn_runs_are_the_naive_loop_alone_and_in_a_group(tmp_path):
+def test_batchnorm_cnn_runs_are_the_naive_loop_alone_and_in_a_group(fashion, tmp_path):
     """The augmented-CNN recipe (BatchNorm, crop and flip, cosine schedule, weight decay): plain, PLA on the
     normalisation parameters and on every convolution with per-filter radii, SAM on the normalisation parameters
     (SAM-ON) and on every parameter, Gaussian noise; each run alone has the naive loop's numbers (its running
@@ -492,7 +484,7 @@ def test_batchnorm_cnn_runs_are_the_naive_loop_alone_and_in_a_group(tmp_path):
     pytest.importorskip("kornia")
     from naive import naive_train
 
-    alone, grouped = bn_configs(tmp_path / "alone"), bn_configs(tmp_path / "group")
+    alone, grouped = bn_configs(fashion, tmp_path / "alone"), bn_configs(fashion, tmp_path / "group")
     for c in alone:
         train(c)
         expected, weights = naive_train(c)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import pleat
-from pleat.models import build, cnn_cifar10, cnn_stl10, fc
+from pleat.runs.models import build, cnn_cifar10, cnn_stl10, fc
 
 
 def count(model):
@@ -63,7 +63,7 @@ def test_build_errors():
 
 
 def test_torch_init_keeps_pytorchs_own_initialisation():
-    from pleat.config import Config
+    from pleat.runs.config import Config
 
     torch.manual_seed(0)
     kaiming = build("fc2")

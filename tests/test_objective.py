@@ -5,11 +5,11 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import batch, cnn, draw_like_pleat, mlp, naive, smooth
+from conftest import Quadratic, batch, cnn, draw_like_pleat, mlp, naive, smooth
 from torch import nn
 
 import pleat
-from pleat import engines
+from pleat.core import engines
 
 
 def names_of(model, layers):
@@ -196,22 +196,6 @@ def test_plea_below_pla_on_same_points():
             )
             vals[kind] = float(obj(x, t).detach())
         assert vals["plea"] <= vals["pla"]
-
-
-class Quadratic(nn.Module):
-    """loss = ½ (W - W*)ᵀ A (W - W*) over the weight of one Linear: a closed-form Hessian."""
-
-    def __init__(self, n=12):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.lin = nn.Linear(n, 1, bias=False).double()
-        b = torch.randn(n, n, generator=g, dtype=torch.float64)
-        self.register_buffer("A", b @ b.T / n)
-        self.register_buffer("w0", torch.randn(n, generator=g, dtype=torch.float64))
-
-    def forward(self, x):
-        d = self.lin.weight[0] - self.w0
-        return 0.5 * d @ self.A @ d + 0 * x.sum()
 
 
 @pytest.mark.parametrize("engine", ["vectorised", "sequential"])

@@ -1,10 +1,9 @@
 import torch
 import torch.nn.functional as F
-from conftest import mlp
-from test_regimes import synthetic
+from conftest import mlp, synthetic
 
 import pleat
-from pleat.plots import plot_flatness, plot_temperature
+from pleat.probes.plots import plot_flatness, plot_temperature
 
 
 def test_temperature_figure(tmp_path):

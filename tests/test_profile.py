@@ -3,13 +3,13 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from test_train import needs_data, small_run_flags
+from conftest import needs_data, small_run_flags
 
 import pleat
 from pleat.cli import main
-from pleat.models import fc
-from pleat.plots import plot_profile
-from pleat.scoping import box_radius
+from pleat.probes.plots import plot_profile
+from pleat.probes.scoping import box_radius
+from pleat.runs.models import fc
 
 
 def test_profile_of_the_papers_net_reads_like_its_parts(tmp_path):

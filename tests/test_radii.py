@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import pleat
-from pleat import radii
-from pleat.config import Config
-from pleat.kernels import Box, Scaled
-from pleat.models import fc
+from pleat.core import radii
+from pleat.core.kernels import Box, Scaled
+from pleat.runs.config import Config
+from pleat.runs.models import fc
 
 
 def case(seed=0):

@@ -2,31 +2,9 @@ import math
 
 import pytest
 import torch
+from conftest import synthetic
 
 import pleat
-
-
-def synthetic(shared=True, T=200, t_peak=10, t_cross=12, t_on=40, alpha=0.5, tau=20.0, noise=0.01, seed=0):
-    """Curves with known breakpoints: a common rise to t_peak, noise above signal from t_cross, layer-specific
-    drifts until t_on, then ln s_I = c_I - (t/τ)^α (or, when not shared, a different decay per layer)."""
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange(1, T + 1, dtype=torch.float64)
-    offsets = [0.0, -1.0, 0.7]
-    drifts = [0.9, -0.6, 0.3]
-    history = [{} for _ in range(T)]
-    for i, name in enumerate(["fc1", "fc2", "out"]):
-        if shared:
-            f = -((t / tau) ** alpha)
-        else:
-            f = -((t / [20.0, 60.0, 5.0][i]) ** [0.5, 0.9, 0.3][i])
-        drift = torch.where(t < t_on, drifts[i] * (0.5 + 0.5 * (t_on - t) / t_on), torch.zeros_like(t))
-        rise = 2 * torch.log(torch.clamp(t / t_peak, max=1.0))
-        log_s = offsets[i] + f + drift + rise + noise * torch.randn(T, generator=g, dtype=torch.float64)
-        s = log_s.exp()
-        std = s * torch.where(t < t_cross, 0.3, 3.0)
-        for k in range(T):
-            history[k][name] = (float(s[k]), float(std[k]))
-    return history
 
 
 def test_recovers_breakpoints_and_cooling():
@@ -56,7 +34,7 @@ def test_exact_curves_give_exact_fit():
 def test_cooling_fit_beats_every_point_of_a_naive_grid():
     """_fit scores its starting grid in one broadcast and refines it: on noisy curves, a naive double loop over a
     finer (α, τ) grid, with each c_I the mean residual, finds no lower residual sum than the fit returns."""
-    from pleat.regimes import _fit
+    from pleat.probes.regimes import _fit
 
     g = torch.Generator().manual_seed(1)
     t = torch.arange(1.0, 121.0, dtype=torch.float64)

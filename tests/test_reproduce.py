@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from browser import page_errors
-from test_train import SHARED, needs_data, strip
+from conftest import SHARED, needs_data, strip
 
 from pleat.cli import main
 from pleat.reproduce import available, expand, load_spec, reproduce
-from pleat.store import read_metrics
+from pleat.runs.store import read_metrics
 
 TINY = """
 name = "tiny"
@@ -441,8 +441,8 @@ def test_report_opens_in_headless_chromium(tmp_path, tiny):
 
 @needs_data
 def test_report_of_a_plain_run_store(tmp_path, capsys):
-    from pleat.config import Config
-    from pleat.train import train
+    from pleat.runs.config import Config
+    from pleat.runs.train import train
 
     for radius in (0.01, 0.05):
         train(

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pleat.sam import SAM
+from pleat.core.sam import SAM
 
 
 def _net():

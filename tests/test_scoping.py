@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_train import SHARED, needs_data
+from conftest import SHARED, needs_data
 from torch import nn
 
 import pleat
-from pleat.models import fc
+from pleat.runs.models import fc
 
 
 class Quadratic(nn.Module):
@@ -45,7 +45,7 @@ def test_scoped_radii_raise_a_trained_mlps_loss_by_the_target_within_20_percent(
     """fc2 after 150 SGD steps on Fashion-MNIST, float64. Tolerance 20%: the second-order rise, Hutchinson's
     estimate (32 probes) and the sampled rise (4 x 32 antithetic points) each carry a few percent (measured on
     2,000 examples at rise 0.005: 0.00458, 0.00453, 0.00536 for fc1, fc2, out)."""
-    from pleat import data
+    from pleat.runs import data
 
     torch.manual_seed(0)
     ds = data.load("fashion-mnist", str(SHARED), device=torch.device("cpu"), train_subset=4000, test_subset=100)

@@ -4,7 +4,7 @@ from conftest import cnn
 from torch import nn
 
 import pleat
-from pleat.models import cnn_cifar10, fc
+from pleat.runs.models import cnn_cifar10, fc
 
 
 def names(model, layers, include_bias=False):

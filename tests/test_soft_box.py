@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import mlp, smooth
-from test_objective import Quadratic
+from conftest import Quadratic, mlp, smooth
 from torch import nn
 
 import pleat
@@ -126,7 +125,7 @@ def test_kernel_mode_matches_quadrature_of_eq14_and_eq19(kind, k):
 def test_soft_box_smooths_a_real_layer_where_importance_weights_vanish():
     """The paper MLP's 784x784 layer at R = 0.01: the kernel mode's loss rise is the hard box's, scaled by the
     variances; the importance-weighted mode gives every perturbed point a weight of about zero."""
-    from pleat.models import build
+    from pleat.runs.models import build
 
     torch.manual_seed(0)
     model = build("fc2").double()

@@ -166,12 +166,12 @@ def test_per_weight_statistics_do_not_depend_on_the_window_length():
 
 
 def test_log_windows_grow_by_ten_percent_and_end_at_the_last_step():
-    ends = pleat.temperature.log_windows(2, 70_500)
+    ends = pleat.probes.temperature.log_windows(2, 70_500)
     lengths = [b - a for a, b in zip([0] + ends, ends)]
     assert ends[:6] == [2, 4, 6, 8, 10, 13] and ends[-1] == 70_500 and len(ends) == 86
     assert all(b >= a for a, b in zip(lengths[:-2], lengths[1:-1]))  # non-decreasing but for the cut last one
     assert lengths[-2] / lengths[-10] == pytest.approx(1.1**8, rel=0.05)
-    assert pleat.temperature.log_windows(2, 20) == [2, 4, 6, 8, 10, 13, 16, 20]  # no one-step window at the end
+    assert pleat.probes.temperature.log_windows(2, 20) == [2, 4, 6, 8, 10, 13, 16, 20]  # no one-step window at the end
 
 
 def synthetic_gradients(drift_scale: float, steps=3000, seed=0):
@@ -182,7 +182,7 @@ def synthetic_gradients(drift_scale: float, steps=3000, seed=0):
     probe = pleat.LayerTemperature(layer, estimator="weight")
     g = torch.Generator().manual_seed(seed)
     direction = torch.randn(50, 40, generator=g).sign()
-    ends = set(pleat.temperature.log_windows(4, steps))
+    ends = set(pleat.probes.temperature.log_windows(4, steps))
     times = []
     for t in range(1, steps + 1):
         d = drift_scale * (0.5 + 0.5 * t / 60 if t <= 60 else 60 / t)

@@ -7,17 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import SHARED, needs_data, small_run_flags, strip
 
 from pleat.cli import main
-from pleat.config import Config, load, parse_set
-from pleat.store import CorruptRun, RunStore, read_metrics, runs
-from pleat.train import train
-
-SHARED = Path(os.environ.get("PLEAT_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
-HAS_DATA = (SHARED / "FashionMNIST" / "raw").exists()
-if not HAS_DATA and os.environ.get("CI") == "true":  # CI must not pass by skipping what needs the real files
-    raise RuntimeError(f"CI=true but Fashion-MNIST is not in {SHARED}: set PLEAT_DATA to the datasets folder")
-needs_data = pytest.mark.skipif(not HAS_DATA, reason="Fashion-MNIST not present")
+from pleat.runs.config import Config, load, parse_set
+from pleat.runs.store import CorruptRun, RunStore, read_metrics, runs
+from pleat.runs.train import train
 
 
 def quick(tmp_path, **kw) -> Config:
@@ -37,16 +32,6 @@ def quick(tmp_path, **kw) -> Config:
     )
     values.update(kw)
     return Config.from_dict(values)
-
-
-def small_run_flags(tmp_path, epochs: int) -> list[str]:
-    """`pleat train` flags of a seconds-long run on the real data, stored under tmp_path."""
-    flags = dict(epochs=epochs, train_subset=300, test_subset=100, lr=0.01, data_dir=SHARED, out_dir=tmp_path)
-    return [*(x for k, v in flags.items() for x in (f"--{k.replace('_', '-')}", str(v))), "--progress", "false"]
-
-
-def strip(records):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
 @needs_data
@@ -74,8 +59,8 @@ def test_short_run_learns_and_writes_the_store(tmp_path):
 
 KILLABLE = """
 import json, sys, time
-from pleat import store, train
-from pleat.config import Config
+from pleat.runs import store, train
+from pleat.runs.config import Config
 
 append = store.RunStore.append_metrics
 
@@ -198,7 +183,7 @@ def test_cnn_run_with_augmentation_on_files_written_here(tmp_path, monkeypatch):
 
     import numpy as np
 
-    from pleat import data
+    from pleat.runs import data
 
     folder = tmp_path / "data" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
@@ -238,7 +223,7 @@ def _tiny_step(kind, seed=0, **kw):
 
     import torch
 
-    from pleat.train import Group, member
+    from pleat.runs.train import Group, member
 
     values = {"kind": kind, "radius": 0.05, "lr": 0.1, "momentum": 0.0, "layers": [2], "dtype": "float64", **kw}
     config = Config.from_dict({**values, "seed": seed})
@@ -290,7 +275,7 @@ def test_sam_on_a_layer_ascends_that_layer_alone_and_descends_every_weight():
 def test_noisy_labels_replace_a_fixed_fraction_per_seed():
     import torch
 
-    from pleat.lifecycle import noisy_labels
+    from pleat.runs.lifecycle import noisy_labels
 
     labels = torch.arange(10_000) % 10
     a = noisy_labels(Config(label_noise=0.4, seed=3), labels, 10)
@@ -303,15 +288,23 @@ def test_noisy_labels_replace_a_fixed_fraction_per_seed():
     assert set(a.tolist()) == set(range(10))
 
 
-@needs_data
-def test_label_noise_run_trains_on_noisy_labels_tests_on_clean_ones_and_selects_on_half(tmp_path):
+def test_label_noise_run_trains_on_noisy_labels_tests_on_clean_ones_and_selects_on_half(fashion, tmp_path):
     """Against the naive loop (which reads the labels the lifecycle gives): the metrics, the clean-label train
     accuracy, the test halves; the test set is untouched; the result's early-stopped and end-of-training values."""
     from naive import naive_train
 
-    from pleat import lifecycle as life
+    from pleat.runs import lifecycle as life
 
-    config = quick(tmp_path, epochs=3, train_subset=300, test_subset=101, label_noise=0.5, dtype="float64", lr=0.05)
+    config = quick(
+        tmp_path,
+        epochs=3,
+        train_subset=300,
+        test_subset=101,
+        label_noise=0.5,
+        dtype="float64",
+        lr=0.05,
+        data_dir=str(fashion),
+    )
     result = train(config)
     expected, _ = naive_train(config)
     got = RunStore(config).metrics()
@@ -321,7 +314,9 @@ def test_label_noise_run_trains_on_noisy_labels_tests_on_clean_ones_and_selects_
     assert any(r["train_accuracy_clean"] != r["train_accuracy"] for r in got)
     import torch
 
-    clean = life.load_data(quick(tmp_path, train_subset=300, test_subset=101), torch.device("cpu"))
+    clean = life.load_data(
+        quick(tmp_path, train_subset=300, test_subset=101, data_dir=str(fashion)), torch.device("cpu")
+    )
     noisy = life.load_data(config, torch.device("cpu"))
     assert torch.equal(noisy.y_test, clean.y_test) and torch.equal(noisy.y_train_clean, clean.y_train)
     assert (noisy.y_train != clean.y_train).sum() > 100  # 150 redrawn, 9 in 10 of them wrong
@@ -361,7 +356,7 @@ def test_probe_windows_in_steps(tmp_path):
 
 @needs_data
 def test_per_weight_probe_on_log_windows(tmp_path):
-    from pleat.temperature import log_windows
+    from pleat.probes.temperature import log_windows
 
     keys = dict(kind="none", epochs=2, train_subset=1000, batch_size=100, probe_every=2)
     config = quick(tmp_path / "a", probe_windows="log", probe_estimator="weight", **keys)
@@ -383,7 +378,7 @@ def test_per_weight_probe_on_log_windows(tmp_path):
 
 
 def test_one_process_per_run(tmp_path):
-    from pleat.store import RunBusy
+    from pleat.runs.store import RunBusy
 
     store = RunStore(quick(tmp_path))
     with store.lock(), pytest.raises(RunBusy, match="another process"):
@@ -394,7 +389,7 @@ def test_one_process_per_run(tmp_path):
 
 
 def test_runs_says_training_while_a_process_holds_the_lock(tmp_path):
-    from pleat.store import runs, training
+    from pleat.runs.store import runs, training
 
     store = RunStore(quick(tmp_path))
     assert not training(store.dir)  # no lock file yet
@@ -506,7 +501,7 @@ def test_ctrl_c_prints_one_line_and_how_to_resume(tmp_path):
 
 
 def test_keys_added_later_keep_existing_runs_identity():
-    from pleat.config import ADDED_KEYS
+    from pleat.runs.config import ADDED_KEYS
 
     base = Config()
     assert base.key() == "497b5697780ef776"  # the identity of the default config, as pleat 0.1.0 stored it
@@ -528,7 +523,7 @@ def test_tf32_on_a_cpu_is_float32_and_is_recorded(tmp_path):
 
 
 def test_radius_per_layer_in_the_config_and_on_the_command_line():
-    from pleat.config import shown
+    from pleat.runs.config import shown
 
     table = load(None, parse_set(["radius={fc1 = 0.005, 2 = 0.02}", "layers=[1, 2]"]))
     assert table.radius == (("fc1", 0.005), (2, 0.02))  # a layer index comes back as an int
@@ -555,7 +550,7 @@ def test_radius_per_layer_in_the_config_and_on_the_command_line():
 def test_normalize_standardises_by_the_training_images():
     import torch
 
-    from pleat import lifecycle as life
+    from pleat.runs import lifecycle as life
 
     raw = life.load_data(quick(Path("/nonexistent"), train_subset=500, test_subset=200), torch.device("cpu"))
     config = quick(Path("/nonexistent"), train_subset=500, test_subset=200, normalize=True)

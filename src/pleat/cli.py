@@ -7,8 +7,8 @@ import dataclasses
 import os
 import sys
 
-from pleat.config import Config, help_texts, load, parse_set, shown
 from pleat.reproduce.spec import available
+from pleat.runs.config import Config, help_texts, load, parse_set, shown
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -21,8 +21,8 @@ class _Formatter(argparse.HelpFormatter):
 
 
 def _train(args) -> int:
-    from pleat.store import RunStore
-    from pleat.train import effective_kind, train
+    from pleat.runs.store import RunStore
+    from pleat.runs.train import effective_kind, train
 
     overrides = parse_set(args.set or [])
     for f in dataclasses.fields(Config):
@@ -64,7 +64,7 @@ def _train(args) -> int:
 
 def _runs(args) -> int:
     from pleat.reproduce.results import sweeps_in
-    from pleat.store import runs
+    from pleat.runs.store import runs
 
     if not os.path.isdir(args.dir):
         raise FileNotFoundError(
@@ -136,10 +136,10 @@ def _profile(args) -> int:
 
     import torch.nn.functional as F
 
-    from pleat import lifecycle as life
-    from pleat.plots import plot_profile
-    from pleat.profile import profile
-    from pleat.store import RunStore
+    from pleat.probes.plots import plot_profile
+    from pleat.probes.profile import profile
+    from pleat.runs import lifecycle as life
+    from pleat.runs.store import RunStore
 
     target = Path(args.target) if args.target else None
     overrides = {"data_dir": args.data_dir} if args.data_dir else {}
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     args = parser.parse_args(argv)
-    from pleat.store import CorruptRun, RunBusy
+    from pleat.runs.store import CorruptRun, RunBusy
 
     try:
         return args.run(args)

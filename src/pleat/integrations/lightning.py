@@ -11,8 +11,8 @@ from __future__ import annotations
 import lightning.pytorch as pl
 
 from pleat.integrations import as_metrics
-from pleat.regimes import Regimes, regimes
-from pleat.temperature import LayerTemperature
+from pleat.probes.regimes import Regimes, regimes
+from pleat.probes.temperature import LayerTemperature
 
 
 class LayerTemperatureCallback(pl.Callback):

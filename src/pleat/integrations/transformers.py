@@ -16,8 +16,8 @@ from __future__ import annotations
 import transformers
 
 from pleat.integrations import as_metrics
-from pleat.regimes import Regimes, regimes
-from pleat.temperature import LayerTemperature
+from pleat.probes.regimes import Regimes, regimes
+from pleat.probes.temperature import LayerTemperature
 
 
 class LayerTemperatureCallback(transformers.TrainerCallback):

@@ -482,7 +482,7 @@ def hidden_layers(temperature: dict) -> dict:
 
 
 def _regimes_per_run(table):
-    from pleat.regimes import regimes
+    from pleat.probes.regimes import regimes
 
     out = []
     for _, row in table.iterrows():

@@ -1,6 +1,6 @@
 """Where the runs of a sweep are trained: a local pool of processes, or a Ray cluster.
 
-Both take jobs, each a list of run configs trained as one vectorised group (`pleat.train`; a job of one run is a
+Both take jobs, each a list of run configs trained as one vectorised group (`pleat.runs.train`; a job of one run is a
 lone run), and yield `(config, result, error)` for every run as its job finishes; the run's numbers land in the
 driver's run store either way. An error in a job is reported for each of its runs; the other jobs go on.
 
@@ -19,7 +19,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from pleat.config import Config
+from pleat.runs.config import Config
 
 EXECUTORS = ("local", "ray")
 
@@ -54,7 +54,7 @@ Outcome = tuple[Config, dict | None, str | None]
 
 def train_job(configs: list[Config]) -> list[dict]:
     """Train one job: a group of runs (of one, or more)."""
-    from pleat.train import train_group
+    from pleat.runs.train import train_group
 
     return train_group(configs)
 
@@ -105,7 +105,7 @@ def _ray_train(values: list[dict], worker_dir: str) -> list[dict]:
 
     import torch
 
-    from pleat.store import RunStore
+    from pleat.runs.store import RunStore
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     configs = [Config.from_dict({**v, "out_dir": str(Path(worker_dir).expanduser())}) for v in values]
@@ -130,7 +130,7 @@ def ray(
         import ray as ray_
     except ImportError as e:
         raise ValueError("--executor ray needs Ray: pip install 'torch-pleat[cluster]'") from e
-    from pleat.store import import_run
+    from pleat.runs.store import import_run
 
     check_address(address)
     if not ray_.is_initialized():

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pleat.config import radius_text
-from pleat.plots import draw_temperature, new_figure
+from pleat.probes.plots import draw_temperature, new_figure
 from pleat.reproduce.claims import hidden_layers
+from pleat.runs.config import radius_text
 
 BUDGET_NOTE = {
     "smoke": "smoke budget: checks the mechanics, not the claims",
@@ -121,7 +121,7 @@ def temperature(table, spec, budget: str):
 
     Each curve is the geometric mean over seeds.
     """
-    from pleat.regimes import regimes
+    from pleat.probes.regimes import regimes
 
     groups = _series(table, ["arm"] + _varying(table, ["activation"]))
     fig, axes = new_figure((7 * len(groups), 4.8), len(groups))

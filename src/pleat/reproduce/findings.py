@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pleat.config import radius_text
 from pleat.reproduce.stats import Estimate, compare
+from pleat.runs.config import radius_text
 
 METRIC = "best_test_accuracy"  # the paper's early-stopping view
 # train accuracy (on the true labels) this far below plain SGD's is a collapse, not a regularisation effect
@@ -94,8 +94,8 @@ def _early_gain(row) -> float:
 
 
 def _selected(row, key: str) -> float:
-    """An early-stopped or end-of-training accuracy of the run's metrics (`pleat.lifecycle.selection`)."""
-    from pleat.lifecycle import selection
+    """An early-stopped or end-of-training accuracy of the run's metrics (`pleat.runs.lifecycle.selection`)."""
+    from pleat.runs.lifecycle import selection
 
     metrics = row.get("metrics")
     return float(selection(metrics).get(key, float("nan"))) if isinstance(metrics, list) and metrics else float("nan")
@@ -131,7 +131,7 @@ def cost_ratio(rows, base) -> float:
 def at_equal_time(rows, base, metric: str):
     """`rows` with a column `equal_time`: `metric` recomputed on the first E / c epochs of each run (E its epochs,
     c its cost ratio to `base`), the epochs it trains in the time plain SGD takes for all of its own."""
-    from pleat.lifecycle import selection
+    from pleat.runs.lifecycle import selection
 
     c = cost_ratio(rows, base)
 

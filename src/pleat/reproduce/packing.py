@@ -1,4 +1,4 @@
-"""Packing: which runs of a sweep are trained together as one vectorised group (see `pleat.train`).
+"""Packing: which runs of a sweep are trained together as one vectorised group (see `pleat.runs.train`).
 
 Runs share a group when they share the network, the dataset, the batch size and everything else `group_key`
 names, the number of points per step, and the layers they smooth. The last condition is a choice: a group pays,
@@ -21,10 +21,10 @@ from collections import defaultdict
 
 import torch
 
-from pleat.config import Config
-from pleat.models import build
-from pleat.select import select
-from pleat.train import effective_kind, group_key, points
+from pleat.core.select import select
+from pleat.runs.config import Config
+from pleat.runs.models import build
+from pleat.runs.train import effective_kind, group_key, points
 
 INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "stl10": (3, 96, 96)}
 # what a step holds per activation value: the forward's saved value, its gradient, and a copy in the points' join

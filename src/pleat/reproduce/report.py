@@ -11,12 +11,12 @@ import html
 import json
 from pathlib import Path
 
-from pleat.config import radius_text
 from pleat.reproduce import verdicts as verdicts_
 from pleat.reproduce.figures import BUDGET_NOTE, draw, subset_name
 from pleat.reproduce.findings import cost_ratio, per_row, plain
 from pleat.reproduce.results import results_table, store_dir, sweeps_in
 from pleat.reproduce.spec import Spec, load_spec
+from pleat.runs.config import radius_text
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }

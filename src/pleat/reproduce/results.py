@@ -15,8 +15,8 @@ def results_table(out: str | Path, spec: Spec | None = None, budget: str | None 
     """
     import pandas as pd
 
-    from pleat.config import Config
-    from pleat.store import CorruptRun, read_metrics
+    from pleat.runs.config import Config
+    from pleat.runs.store import CorruptRun, read_metrics
 
     store = store_dir(out)
     arms, regimes = {}, {}

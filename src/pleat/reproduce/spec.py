@@ -25,7 +25,7 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-from pleat.config import Config, read_toml
+from pleat.runs.config import Config, read_toml
 
 BUDGETS = ("smoke", "quick", "decisive", "paper")
 OPTIONAL_BUDGETS = ("decisive",)  # the paper's protocol restricted to each claim's settings, fixed in advance

@@ -2,7 +2,7 @@
 
 <out>/sweep.json     which spec and budget, written first (`pleat report <out>` reads it)
 <out>/spec.toml      the spec as it was
-<out>/runs/          the run store (see pleat.store)
+<out>/runs/          the run store (see pleat.runs.store)
 <out>/<name>.png     the figure;  <out>/report.html: the report
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from pleat.reproduce import executors, packing
 from pleat.reproduce.report import write_sweep_report
 from pleat.reproduce.spec import Run, Spec, expand, load_spec, swept
-from pleat.store import RunBusy, training
+from pleat.runs.store import RunBusy, training
 
 # Seconds per 1,000 examples per epoch on the team's 2-core CPU using both cores (one two-thread run, or two
 # one-thread runs at half the speed each), with the evaluation (about a third of a training step). Measured on the
@@ -43,8 +43,8 @@ def downstream_share(config) -> float:
     extra point (counted on the meta device, no data)."""
     import torch
 
-    from pleat.models import build
-    from pleat.select import select, weight_layers
+    from pleat.core.select import select, weight_layers
+    from pleat.runs.models import build
 
     with torch.device("meta"):
         model = build(config.model, config.activation)
@@ -440,7 +440,7 @@ def take_finished(spec: Spec, budget: str, runs: list[Run], out: Path) -> int:
 
 def _import(runs: list[Run], found: dict[str, Path]) -> None:
     """Copy each run of `found` (run key -> its finished folder elsewhere) into the store of `runs`."""
-    from pleat.store import import_run, read_metrics
+    from pleat.runs.store import import_run, read_metrics
 
     for run in runs:
         theirs = found.get(run.config.key())

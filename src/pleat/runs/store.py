@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from pleat.config import Config
+from pleat.runs.config import Config
 
 
 class CorruptRun(RuntimeError):

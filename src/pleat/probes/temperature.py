@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from pleat.select import LayerSpec, select
+from pleat.core.select import LayerSpec, select
 
 
 @torch.no_grad()
@@ -35,7 +35,7 @@ class LayerTemperature:
       per-weight size: signal = sqrt(<m_ω²> - <v_ω>/L), the RMS of the mean gradient with the part its own noise
       adds removed (E m_ω² = drift² + v_ω/L), and noise = sqrt(<v_ω>), with v_ω the unbiased variance across the
       window and <.> the mean over the layer's weights. Both estimate quantities that do not depend on L, so windows
-      of any length (log-spaced ones, pleat.temperature.log_windows) give comparable numbers; a plain |mean| would
+      of any length (log-spaced ones, `log_windows`) give comparable numbers; a plain |mean| would
       carry a floor of about std·sqrt(2/(πL)) and an L-dependent crossing. A signal below its own resolution
       (the debiased square under its standard error, about <v_ω>/L·sqrt(2/N_I)) is reported at that resolution.
       The noise overtakes the signal when the drift common to the minibatches falls below their disagreement. It

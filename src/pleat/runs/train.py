@@ -27,18 +27,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pleat import data as datasets
-from pleat import lifecycle as life
-from pleat import radii
-from pleat.config import Config
-from pleat.engines import Draws
-from pleat.kernels import Box, Gaussian, Kernel
-from pleat.objective import aggregate
-from pleat.scoping import scope
-from pleat.select import select
-from pleat.stacked import Stacked
-from pleat.store import RunStore, environment
-from pleat.temperature import LayerTemperature
+from pleat.core import radii
+from pleat.core.engines import Draws
+from pleat.core.kernels import Box, Gaussian, Kernel
+from pleat.core.objective import aggregate
+from pleat.core.select import select
+from pleat.probes.scoping import scope
+from pleat.probes.temperature import LayerTemperature
+from pleat.runs import data as datasets
+from pleat.runs import lifecycle as life
+from pleat.runs.config import Config
+from pleat.runs.stacked import Stacked
+from pleat.runs.store import RunStore, environment
 
 # keys that must be equal for runs to share a program (the rest may differ run by run)
 SHARED_KEYS = (

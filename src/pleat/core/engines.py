@@ -29,8 +29,8 @@ from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
-from pleat._compat import apply_weight, is_batched, row, tree_map
-from pleat.select import Selected
+from pleat.core._compat import apply_weight, is_batched, row, tree_map
+from pleat.core.select import Selected
 
 _BRANCH_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pleat.flatness import FlatnessProfile, flatness_profile, preserved
-from pleat.scoping import box_radius
-from pleat.select import LayerSpec, select
-from pleat.temperature import LayerTemperature
+from pleat.core.select import LayerSpec, select
+from pleat.probes.flatness import FlatnessProfile, flatness_profile, preserved
+from pleat.probes.scoping import box_radius
+from pleat.probes.temperature import LayerTemperature
 
 
 @dataclass(frozen=True)

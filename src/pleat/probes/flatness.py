@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from pleat.objective import PartialLocalEntropy
-from pleat.select import LayerSpec, select
+from pleat.core.objective import PartialLocalEntropy
+from pleat.core.select import LayerSpec, select
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pleat.temperature import curves
+from pleat.probes.temperature import curves
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """A run's lifecycle around its training: device, data, initial network and optimiser, draws of randomness,
-resume, checkpoint, metrics records and result (see `pleat.store`). The training itself is `pleat.train`."""
+resume, checkpoint, metrics records and result (see `pleat.runs.store`). The training itself is `pleat.runs.train`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import time
 import torch
 from torch import Tensor
 
-from pleat import data as datasets
-from pleat.config import Config
-from pleat.models import build
-from pleat.select import select
-from pleat.store import RunStore
-from pleat.temperature import log_windows
+from pleat.core.select import select
+from pleat.probes.temperature import log_windows
+from pleat.runs import data as datasets
+from pleat.runs.config import Config
+from pleat.runs.models import build
+from pleat.runs.store import RunStore
 
 
 def learning_rate(config: Config, epoch: int) -> float:
@@ -261,11 +261,11 @@ def log(writer, record: dict) -> None:
 
 def optimizer_for(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     """SGD with the config's learning rate, momentum (no Nesterov) and weight decay; for kind sam wrapped in
-    `pleat.sam.SAM`, whose ascent perturbs the parameters of `layers` (every parameter when `layers` is empty)."""
+    `pleat.core.sam.SAM`, whose ascent perturbs the parameters of `layers` (every parameter when `layers` is empty)."""
     sgd: dict = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=False)
     if config.kind != "sam":
         return torch.optim.SGD(model.parameters(), **sgd)
-    from pleat.sam import SAM
+    from pleat.core.sam import SAM
 
     perturbed = [model.get_parameter(s.name) for s in select(model, list(config.layers))] if config.layers else None
     return SAM(model.parameters(), torch.optim.SGD, rho=config.radius, perturbed=perturbed, **sgd)

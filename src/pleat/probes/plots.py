@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pleat.flatness import FlatnessProfile
-from pleat.regimes import Regimes
-from pleat.temperature import curves
+from pleat.probes.flatness import FlatnessProfile
+from pleat.probes.regimes import Regimes
+from pleat.probes.temperature import curves
 
 
 def new_figure(size: tuple[float, float], panels: int = 1):

@@ -18,11 +18,25 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from pleat.config import radius_rule
-from pleat.kernels import Kernel, Scaled
-from pleat.select import Selected, select
+from pleat.core.kernels import Kernel, Scaled
+from pleat.core.select import Selected, select
 
 PER = ("layer", "filter", "weight")
+RADIUS_RULES = ("relative", "relative-filter", "relative-weight", "scoped")
+
+
+def radius_rule(radius) -> tuple[str, float] | None:
+    """(rule, number) of a radius string "relative:RHO", "relative-filter:RHO", "relative-weight:RHO" or
+    "scoped:RISE"; None otherwise."""
+    rule, _, value = radius.partition(":") if isinstance(radius, str) else ("", "", "")
+    if rule not in RADIUS_RULES:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    ok = math.isfinite(number) and (number > 0 if rule == "scoped" else number >= 0)
+    return (rule, number) if ok else None
 
 
 @dataclass(frozen=True)

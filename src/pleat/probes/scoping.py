@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from pleat.flatness import hutchinson_traces
-from pleat.select import LayerSpec
+from pleat.core.select import LayerSpec
+from pleat.probes.flatness import hutchinson_traces
 
 
 def scope(

@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pleat.core.radii import RADIUS_RULES, radius_rule
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -23,7 +25,7 @@ DTYPES = ("float32", "float64", "bfloat16", "tf32")
 # keys that say where and how to run, not what to compute: they do not enter the run's identity
 NOT_HASHED = ("data_dir", "out_dir", "device", "tensorboard", "progress")
 # keys of earlier versions, accepted when reading their stores and ignored: `engine` chose PartialLocalEntropy's
-# engine, and CLI runs no longer go through it (their network is evaluated by pleat.stacked, see pleat.train)
+# engine, and CLI runs no longer go through it (their network is evaluated by pleat.runs.stacked, see pleat.runs.train)
 RETIRED_KEYS = ("engine",)
 # keys added after 0.1.0 enter the identity only when they differ from their default, so that adding a key never
 # changes the identity of the runs a store already holds (a new key must default to the old behaviour)
@@ -47,7 +49,7 @@ class Config:
 
     dataset: str = "fashion-mnist"  # mnist | fashion-mnist | cifar10 | stl10
     # fc2 | fc3 | fc4 (784-wide hidden layers) | cnn-cifar10 (eq 24) | cnn-stl10 (eq 25) | cnn-bn (beyond the
-    # paper: a small BatchNorm CNN for MNIST and Fashion-MNIST, pleat.models.cnn_bn, of width 16) | cnn-bn-32 (width 32)
+    # paper: a small BatchNorm CNN for MNIST and Fashion-MNIST, models.cnn_bn, of width 16) | cnn-bn-32 (width 32)
     model: str = "fc2"
     activation: str = "relu"  # relu | tanh
     # kaiming (He normal weights, zero biases: the paper's CNNs; pleat's default for every net) | torch (PyTorch's
@@ -253,23 +255,6 @@ def shown(value) -> str:
     if isinstance(value, float) and math.isinf(value):
         return "inf"
     return json.dumps(value) if isinstance(value, (bool, str)) else str(value)
-
-
-RADIUS_RULES = ("relative", "relative-filter", "relative-weight", "scoped")
-
-
-def radius_rule(radius) -> tuple[str, float] | None:
-    """(rule, number) of a radius string "relative:RHO", "relative-filter:RHO", "relative-weight:RHO" or
-    "scoped:RISE"; None otherwise."""
-    rule, _, value = radius.partition(":") if isinstance(radius, str) else ("", "", "")
-    if rule not in RADIUS_RULES:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    ok = math.isfinite(number) and (number > 0 if rule == "scoped" else number >= 0)
-    return (rule, number) if ok else None
 
 
 def _coerce(key: str, value, default):

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pleat import engines, radii
-from pleat._compat import tree_map
-from pleat.kernels import Box, Kernel
-from pleat.select import LayerSpec, describe, select
+from pleat.core import engines, radii
+from pleat.core._compat import tree_map
+from pleat.core.kernels import Box, Kernel
+from pleat.core.select import LayerSpec, describe, select
 
 KINDS = ("pla", "plea")
 ENGINES = ("auto", "vectorised", "sequential")
