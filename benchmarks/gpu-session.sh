@@ -31,7 +31,7 @@ if [ -z "${SKIP_CHECKS:-}" ]; then
       python3 -c "import $m" 2>/dev/null && echo "has $m" || echo "MISSING $m"
     done; } | tee "$OUT/gpu.txt"
   # -o addopts="": without the default -n auto, which needs pytest-xdist (the GPU machine may lack it)
-  timeout 100 python3 -m pytest -o addopts="" -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.txt"
+  timeout 100 python3 -m pytest -o addopts="" -m gpu -q -p no:cacheprovider tests/runs/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.txt"
   timeout 80 python3 benchmarks/objective.py --device "$DEVICE" --no-memory --quick 2>&1 | tee "$OUT/objective.txt"
 fi
 # the decisive sweeps, side by side, as far as they get; a later call (or session) resumes them

@@ -3,6 +3,8 @@ import gzip
 import hashlib
 import math
 import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import pleat
+
+pytest_plugins = ["pytester"]  # tests/test_ci.py runs this conftest on a made-up test file
 
 
 def _one_core_per_worker() -> None:
@@ -33,6 +37,22 @@ def pytest_collection_modifyitems(config, items):
     """The slow tests first (in their order): spread over the workers from the start, none is left to run alone at
     the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+# Under CI=true the only skips allowed are what a CPU machine cannot have; anything else that skips (a missing extra,
+# a missing file) fails the run, so a missing install step cannot turn into a green run.
+ALLOWED_SKIPS_IN_CI = ("needs CUDA", "chromium")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") == "true" and report.skipped and not hasattr(report, "wasxfail"):
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if not any(allowed in reason for allowed in ALLOWED_SKIPS_IN_CI):
+            report.outcome = "failed"
+            report.longrepr = f"skipped under CI=true, which allows only {ALLOWED_SKIPS_IN_CI}: {reason}"
 
 
 def mlp(dropout: float = 0.0) -> nn.Module:
@@ -194,6 +214,7 @@ def small_run_flags(tmp_path, epochs: int, data_dir=SHARED) -> list[str]:
 
 # --- closed forms ---------------------------------------------------------------------------------------------------
 
+
 class Quadratic(nn.Module):
     """loss = ½ (W - W*)ᵀ A (W - W*) over the weight of one Linear: a closed-form Hessian."""
 
@@ -231,3 +252,35 @@ def synthetic(shared=True, T=200, t_peak=10, t_cross=12, t_on=40, alpha=0.5, tau
         for k in range(T):
             history[k][name] = (float(s[k]), float(std[k]))
     return history
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (Linux /proc), children first."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *descendants(child)]
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")  # a zombie has exited; only its parent's wait is missing
+
+
+def kill_driver(proc, timeout: float = 60.0) -> None:
+    """SIGKILL `proc` alone and wait until its workers have died with it (PR_SET_PDEATHSIG), not a fixed sleep."""
+    workers = descendants(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + timeout
+    while not all(gone(w) for w in workers):
+        assert time.monotonic() < deadline, f"workers {workers} outlived their killed driver"
+        time.sleep(0.01)

@@ -21,8 +21,9 @@ class _Formatter(argparse.HelpFormatter):
 
 
 def _train(args) -> int:
+    from pleat.runs.config import effective_kind
     from pleat.runs.store import RunStore
-    from pleat.runs.train import effective_kind, train
+    from pleat.runs.train import train
 
     overrides = parse_set(args.set or [])
     for f in dataclasses.fields(Config):

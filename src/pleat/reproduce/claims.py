@@ -21,6 +21,7 @@ from pleat.reproduce.findings import (
     cost_ratio,
     describe,
     empty,
+    hidden_layers,
     name,
     plain,
     radii,
@@ -30,6 +31,29 @@ from pleat.reproduce.findings import (
     subset,
     versus,
 )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim in a few words, the paper's sentence (with its section) and the check that reads a sweep's table."""
+
+    text: str
+    quote: str
+    check: Callable
+
+
+CHECKS: dict[str, Claim] = {}  # by the check's name, which is what a spec's `claims` list names
+
+
+def claim(text: str, quote: str) -> Callable:
+    """Register the decorated check under its own name, with the claim it tests and the sentence it quotes."""
+
+    def register(check: Callable) -> Callable:
+        CHECKS[check.__name__] = Claim(text, quote, check)
+        return check
+
+    return register
+
 
 # Figures 3 and 4 left: the 2-layer net, subsets {1}, {2}, {1,2}
 
@@ -46,14 +70,29 @@ def _beats_plain(table, spec, metric: str | None = None) -> Finding:
     return Finding("any", tuple(tests), "every smoothed setting of the budget against plain SGD")
 
 
+@claim(
+    "Smoothing improves the best test accuracy over plain SGD",
+    '§4.1: "In general, the entropic regularizations (22) and (23) improve test accuracy."',
+)
 def smoothing_helps(table, spec) -> Finding:
     return _beats_plain(table, spec)
 
 
+@claim(
+    "Smoothing improves the final test accuracy over plain SGD (Figure 3 right)",
+    '§4.1: "In general, the entropic regularizations (22) and (23) improve test accuracy." Figure 3: '
+    '"Comparison of the best (left) and final (right) test accuracy"',
+)
 def smoothing_helps_final(table, spec) -> Finding:
     return _beats_plain(table, spec, "final_test_accuracy")
 
 
+@claim(
+    "Beyond the paper: a method beats plain SGD at equal wall-clock time (stopped after the epochs it trains "
+    "in plain SGD's time)",
+    "A regulariser that costs c times a plain step must win with 1/c of the epochs to be worth its cost "
+    "(the spec's accuracy, recomputed on those epochs)",
+)
 def helps_at_equal_time(table, spec) -> Finding:
     """Every setting of every method but plain SGD, stopped after the epochs it trains in plain SGD's time, against
     plain SGD's whole run (the spec's metric, computed on those epochs)."""
@@ -75,12 +114,22 @@ def helps_at_equal_time(table, spec) -> Finding:
     return Finding("any", tuple(tests), "each method stopped after the epochs it trains in plain SGD's time")
 
 
+@claim(
+    "Smoothing improves the test accuracy where training ends (the mean of the last 10 epochs) over plain SGD",
+    '§4.1: "In general, the entropic regularizations (22) and (23) improve test accuracy." Beyond the paper: '
+    "where a net memorises noisy labels, one epoch's accuracy swings by points, so the end is a mean",
+)
 def smoothing_helps_final_mean(table, spec) -> Finding:
     """Where the net ends, as the mean test accuracy of its last 10 epochs (one epoch's value swings by points
     where a net memorises noisy labels)."""
     return _beats_plain(table, spec, "final_mean_test_accuracy")
 
 
+@claim(
+    "Beyond the paper: radii per layer (relative to the weights, or scoped by curvature) beat its one fixed R",
+    'Footnote 5: "information about the eigenvalues of the Hessian matrix could be useful in scoping the '
+    'hyper-parameter γ"; the paper smooths every chosen weight with the same R.',
+)
 def anisotropic_beats_fixed(table, spec) -> Finding:
     """Radii per layer (relative to the weights, or scoped by curvature) against the paper's one fixed R."""
     runs = smoothed(table)
@@ -122,6 +171,11 @@ def _curve_ends(table, layers):
     )
 
 
+@claim(
+    "Accuracy rises with R up to a maximum, then degrades",
+    '§4.1: "The effect increases rapidly with the size R of the smoothening region, up to a maximum size '
+    'beyond which performance gets degraded."',
+)
 def rise_then_degrade(table, spec) -> Finding:
     table = _protocol_samples(table, spec)
     parts = []
@@ -152,8 +206,12 @@ def rise_then_degrade(table, spec) -> Finding:
     )
 
 
+@claim(
+    "Single-layer smoothing keeps improving with R (saturating)",
+    '§4.2: "the single-layer regularizations continue to improve the test accuracy, showing a saturating behavior."',
+)
 def single_layer_saturates(table, spec) -> Finding:
-    """"Continue to improve ... showing a saturating behavior": for each single layer, some R above the smallest
+    """ "Continue to improve ... showing a saturating behavior": for each single layer, some R above the smallest
     beats the smallest (it improves), and the largest R is not worse than the one below it (the curve ends rising
     or on a plateau; an equivalence there is what saturating means)."""
     table = _protocol_samples(table, spec)
@@ -165,13 +223,23 @@ def single_layer_saturates(table, spec) -> Finding:
             continue
         low = at_radius(curve, rs[0])
         improves = tuple(
-            versus(f"{name(layers)} at {radius_label(r)} against {radius_label(rs[0])}", at_radius(curve, r), low, +1,
-                   spec, plain(table))
+            versus(
+                f"{name(layers)} at {radius_label(r)} against {radius_label(rs[0])}",
+                at_radius(curve, r),
+                low,
+                +1,
+                spec,
+                plain(table),
+            )
             for r in rs[1:]
         )
         end = versus(
             f"{name(layers)} at {radius_label(rs[-1])} against {radius_label(rs[-2])}",
-            at_radius(curve, rs[-1]), at_radius(curve, rs[-2]), +1, spec, plain(table),
+            at_radius(curve, rs[-1]),
+            at_radius(curve, rs[-2]),
+            +1,
+            spec,
+            plain(table),
         )
         parts.append(Finding("all", (Finding("any", improves), Finding("not_worse", (end,)))))
     if not parts:
@@ -179,8 +247,12 @@ def single_layer_saturates(table, spec) -> Finding:
     return Finding("all", tuple(parts), "each single layer: improves over its smallest R, and does not fall at the end")
 
 
+@claim(
+    "Isotropic smoothing ({1,2}) degrades as R grows",
+    '§4.2: "the isotropic choice leads soon to degraded results as R increases"',
+)
 def isotropic_degrades(table, spec) -> Finding:
-    """"The isotropic choice leads soon to degraded results as R increases": {1,2}'s own curve falls, its largest
+    """ "The isotropic choice leads soon to degraded results as R increases": {1,2}'s own curve falls, its largest
     R against its smallest. Against plain SGD it would read "supported" whenever smoothing does not help, so a
     budget with {1,2} at one R cannot test it."""
     table = _protocol_samples(table, spec)
@@ -192,6 +264,11 @@ def isotropic_degrades(table, spec) -> Finding:
     return Finding("all", (versus(what, at_radius(curve, rs[-1]), at_radius(curve, rs[0]), -1, spec, plain(table)),))
 
 
+@claim(
+    "Single-layer smoothing ({2}) clearly beats isotropic ({1,2})",
+    '§4.1: "When implemented on suitable subsets of weights (e.g. single layers), the entropic '
+    'regularizations outperform significantly their isotropic counterparts."',
+)
 def single_beats_isotropic(table, spec) -> Finding:
     table = _protocol_samples(table, spec)
     tests = [
@@ -224,11 +301,21 @@ def _is_best(table, spec, winner: tuple, rivals: list[tuple], rs: list[float]) -
     return Finding("best", tuple(tests), f"{name(winner)} never behind another subset, ahead of some")
 
 
+@claim(
+    "Layer 2 alone is the best subset over the whole R range",
+    '§4.2: "Regularization on the 2nd layer alone proved to be the best strategy for both choices of loss '
+    'functions and in the entire range of R probed by the experiments."',
+)
 def layer2_best(table, spec) -> Finding:
     table = _protocol_samples(table, spec)
     return _is_best(table, spec, (2,), [(1,), (1, 2)], radii(table))
 
 
+@claim(
+    "Isotropic smoothing can beat the 1st layer alone only at very small R",
+    '§4.2: "The isotropic regularization can outperform the regularization on the 1st layer alone, but only '
+    'at very small values for R."',
+)
 def isotropic_small_r_only(table, spec) -> Finding:
     table = _protocol_samples(table, spec)
     rs = [
@@ -258,6 +345,11 @@ def isotropic_small_r_only(table, spec) -> Finding:
 SUBSETS3 = [(1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3)]
 
 
+@claim(
+    "3-layer net: isotropic ({1,2,3}) is the worst subset at large R",
+    '§4.3: "the isotropic choice proves to be the worst among all the possible choices of subsets as soon as '
+    'the smoothening radius R is sufficiently big."',
+)
 def isotropic_worst_large_r(table, spec) -> Finding:
     rs = radii(table)
     if not rs:
@@ -280,6 +372,11 @@ def isotropic_worst_large_r(table, spec) -> Finding:
     return Finding("all", tuple(tests), "every other subset ahead of {1,2,3} at the largest R")
 
 
+@claim(
+    "3-layer net: {1,3} is the best subset at the smallest R",
+    '§4.3: "at the lowest values of R the best choice consists in regularizing with respect to the 1st and '
+    '3rd layers jointly"',
+)
 def layers13_best_small_r(table, spec) -> Finding:
     rs = radii(table)
     if not rs:
@@ -287,6 +384,11 @@ def layers13_best_small_r(table, spec) -> Finding:
     return _is_best(table, spec, (1, 3), [s for s in SUBSETS3 if s != (1, 3)], rs[:1])
 
 
+@claim(
+    "3-layer net: {2} or {3} alone is best at large R",
+    '§4.3: "at large values of R, regularizing with respect to the 2nd or 3rd layer alone proves to be the '
+    'best choice."',
+)
 def single_deep_best_large_r(table, spec) -> Finding:
     rs = radii(table)
     if not rs:
@@ -296,6 +398,10 @@ def single_deep_best_large_r(table, spec) -> Finding:
     return Finding("any", parts, "{2} or {3} never behind the other subsets at the largest R, ahead of some")
 
 
+@claim(
+    "Smoothing a deeper single layer helps more than the first",
+    '§4.1: "the layer-wise entropic regularization is more effective when performed on deeper levels."',
+)
 def deeper_profit_more(table, spec) -> Finding:
     tests = [
         versus(f"{name(s)} against {{1}}, averaged over R", subset(table, *s), subset(table, 1), +1, spec)
@@ -310,6 +416,10 @@ def deeper_profit_more(table, spec) -> Finding:
 # Figure 5
 
 
+@claim(
+    "y = 8 sample points give about the same accuracy as y = 4",
+    '§4.4: "The results obtained with y = 8 are comparable to those obtained with y = 4"',
+)
 def y8_matches_y4(table, spec) -> Finding:
     runs = smoothed(table)
     tests = [
@@ -342,6 +452,12 @@ def _heads(table, spec, metric: str, direction: int = +1) -> tuple[Test, ...]:
     )
 
 
+@claim(
+    "Smoothing a fully-connected head layer helps (best accuracy: early stopping)",
+    '§5: "When applied to the fully-connected head of convolutional networks, partial entropic '
+    "regularizations can improve the classification accuracy ... Especially when adopting an early stopping "
+    'strategy"',
+)
 def head_helps(table, spec) -> Finding:
     tests = _heads(table, spec, METRIC)
     if not tests or plain(table).empty:
@@ -349,6 +465,11 @@ def head_helps(table, spec) -> Finding:
     return Finding("any", tests, "each head layer against none, best test accuracy")
 
 
+@claim(
+    "Smoothing a head layer also improves in-sample: a lower training loss (Figure 6 left)",
+    '§5.2: "The PLA modification of the loss function yields better performance, both in-sample and '
+    'out-of-sample, especially if combined with an early stopping strategy"',
+)
 def head_helps_in_sample(table, spec) -> Finding:
     """In-sample as Figure 6 left plots it: the training loss, lower with PLA on a head (no accuracy margin)."""
     tests = tuple(
@@ -360,6 +481,11 @@ def head_helps_in_sample(table, spec) -> Finding:
     return Finding("any", tests, "each head layer against none, final training loss")
 
 
+@claim(
+    "STL-10: smoothing a head layer helps only with early stopping",
+    '§5.3: "The partial entropic regularization, applied to one layer at a time, improves the training and '
+    'validation performances, but only if accompanied with an early stopping strategy."',
+)
 def only_with_early_stopping(table, spec) -> Finding:
     best, final = _heads(table, spec, METRIC), _heads(table, spec, "final_test_accuracy")
     if not best or plain(table).empty:
@@ -371,6 +497,11 @@ def only_with_early_stopping(table, spec) -> Finding:
     )
 
 
+@claim(
+    "Smoothing the convolutional layers hurts",
+    '§5: "Partial entropic regularizations involving the convolutional layers lead, in general, to worse '
+    'classification accuracy with respect to the non-regularized case"',
+)
 def conv_hurts(table, spec) -> Finding:
     conv = arm(table, "PLA conv")
     if conv.empty or plain(table).empty:
@@ -378,6 +509,10 @@ def conv_hurts(table, spec) -> Finding:
     return Finding("all", (versus("PLA on the convolutions against none", conv, plain(table), -1, spec, plain(table)),))
 
 
+@claim(
+    "Weight decay 1e-2, 1e-3, 1e-4 changes nothing",
+    '§5.2.1: "weight decay regularization proved to be of essentially no utility in the present experiments."',
+)
 def weight_decay_no_use(table, spec) -> Finding:
     decayed = table[(table["kind"] == "none") & (table["weight_decay"] > 0)]
     tests = tuple(
@@ -389,8 +524,13 @@ def weight_decay_no_use(table, spec) -> Finding:
     return Finding("all", tests, f"each weight decay, equivalence margin ±{100 * spec.margin:g} points")
 
 
+@claim(
+    "PLA's gain over none is larger early in training than at the end",
+    '§5.2.1: "partial entropic regularization proved to improve the performance, more significantly in the '
+    'early phase of the training, only slightly in later stages."',
+)
 def pla_early_phase(table, spec) -> Finding:
-    """"More significantly in the early phase of the training, only slightly in later stages": per head, the gain
+    """ "More significantly in the early phase of the training, only slightly in later stages": per head, the gain
     over none at a quarter of training exceeds the gain at the end, and the gain at the end is not negative."""
     if "metrics" not in table or plain(table).empty:
         return empty("needs PLA and plain runs with per-epoch records")
@@ -399,11 +539,14 @@ def pla_early_phase(table, spec) -> Finding:
         return empty("needs PLA runs on a head layer")
     late = _heads(table, spec, "final_test_accuracy")
     parts = tuple(Finding("all", (e, Finding("not_worse", (f,)))) for e, f in zip(early, late))
-    return Finding(
-        "any", parts, "per head: the early gain exceeds the final one, and the final gain is not below zero"
-    )
+    return Finding("any", parts, "per head: the early gain exceeds the final one, and the final gain is not below zero")
 
 
+@claim(
+    "Smoothing optimises more aggressively: a lower final training loss than plain SGD",
+    '§6: "The adoption of a partial entropic loss led to a more aggressive optimization in all the performed '
+    'experiments"',
+)
 def more_aggressive_optimization(table, spec) -> Finding:
     """§6: "a more aggressive optimization": every smoothed setting ends with a lower training loss at the centre
     than plain SGD (paired final train loss; direction -1; no equivalence margin: the accuracy margin has no
@@ -437,19 +580,35 @@ def _beats_each(table, spec, rivals, rival_keys: list[str]) -> Finding:
     return Finding("any", tuple(parts), "some PLA setting ahead of every setting of the rival")
 
 
+@claim(
+    "PLA beats weight decay",
+    '§5.2.1: "On the contrary, partial entropic regularization proved to improve the performance"',
+)
 def pla_beats_weight_decay(table, spec) -> Finding:
     rivals = table[(table["kind"] == "none") & (table["weight_decay"] > 0)]
     return _beats_each(table, spec, rivals, ["weight_decay"])
 
 
+@claim(
+    "PLA beats SAM (beyond the paper)",
+    "not in the paper: a baseline pleat adds",
+)
 def pla_beats_sam(table, spec) -> Finding:
     return _beats_each(table, spec, table[table["kind"] == "sam"], ["arm", "layers", "radius"])
 
 
+@claim(
+    "PLA beats Gaussian weight noise of the same variance (beyond the paper)",
+    "not in the paper: a baseline pleat adds",
+)
 def pla_beats_noise(table, spec) -> Finding:
     return _beats_each(table, spec, table[table["kind"] == "noise"], ["arm", "layers", "radius"])
 
 
+@claim(
+    "PLA and PLEA give the same accuracy at each setting",
+    '§4.2: "The results obtained with the two loss functions are qualitatively analogous."',
+)
 def pla_plea_analogous(table, spec) -> Finding:
     pla, plea = table[table["kind"] == "pla"], table[table["kind"] == "plea"]
     tests = tuple(
@@ -469,16 +628,6 @@ def pla_plea_analogous(table, spec) -> Finding:
 
 
 # Figure 1: the layer temperature
-
-
-def hidden_layers(temperature: dict) -> dict:
-    """The hidden layers of a probe record: all but the output layer, the last weight layer.
-
-    The paper's Figure 1 shows layers I = 1..4 of its "4-layer" net, which counts hidden layers (its "2-layer" net
-    is 784-784-784-10): the output layer is recorded in the store but left out of Figure 1 and its claims.
-    """
-    names = list(temperature)
-    return {n: temperature[n] for n in names[:-1]} if len(names) > 1 else dict(temperature)
 
 
 def _regimes_per_run(table):
@@ -505,6 +654,12 @@ def _share(table, holds: Callable, detail: str) -> Finding:
     return Finding("all", verdict=verdict, note=f"{yes} of {len(found)} runs: {detail}")
 
 
+@claim(
+    "Three regimes: signal peak, abrupt noise crossover, long noise-dominated phase",
+    '§2: "the signal/noise ratio switches from being initially dominated by the signal to being later '
+    "dominated by noise. This occurs quite abruptly ... and approximately at the moment when the training "
+    'signal attains its maximum value"',
+)
 def three_regimes(table, spec) -> Finding:
     return _share(
         table,
@@ -514,6 +669,11 @@ def three_regimes(table, spec) -> Finding:
     )
 
 
+@claim(
+    "The noise overtakes the signal at about the signal's peak",
+    '§2: "This occurs quite abruptly (in terms of optimization time) and approximately at the moment when the '
+    'training signal attains its maximum value"',
+)
 def transition_at_peak(table, spec) -> Finding:
     """Counted over the runs whose every layer has an identifiable signal peak: where the signal is flat within
     its noise before it falls, "the moment the signal attains its maximum" does not exist, and such runs make the
@@ -525,9 +685,11 @@ def transition_at_peak(table, spec) -> Finding:
     known = [a for a in answers if a is not None]
     yes = sum(known)
     peaks = "; ".join(
-        f"{row.get('activation', '')} seed {row['seed']}: " + ", ".join(
+        f"{row.get('activation', '')} seed {row['seed']}: "
+        + ", ".join(
             f"{x.name} peak at {x.peak:g}{'' if x.peak_identified else ' (not identifiable)'}, crossover at "
-            f"{'-' if x.crossover is None else f'{x.crossover:g}'}" for x in r.layers
+            f"{'-' if x.crossover is None else f'{x.crossover:g}'}"
+            for x in r.layers
         )
         for row, r, _ in found
     )
@@ -549,8 +711,12 @@ def _qualitative(row, r) -> bool:
     return all(x.crossover is not None and x.crossover > first for x in r.layers) and r.common_cooling
 
 
+@claim(
+    "ReLU and TanH nets show the same features (a signal-dominated start, the noise overtaking, common cooling)",
+    '§2: "we have obtained qualitatively similar results both with ReLU and TanH activation functions"',
+)
 def relu_tanh_alike(table, spec) -> Finding:
-    """"Qualitatively similar results both with ReLU and TanH": both activations show Figure 1's features (a
+    """ "Qualitatively similar results both with ReLU and TanH": both activations show Figure 1's features (a
     signal-dominated start, the noise overtaking, a late common cooling); their order and timing are
     `three_regimes` and `transition_at_peak`'s to judge, not this sentence's."""
     if "activation" not in table or table["activation"].nunique() < 2:
@@ -569,200 +735,14 @@ def relu_tanh_alike(table, spec) -> Finding:
     return Finding("all", verdict=verdict, note=note)
 
 
+@claim(
+    "Late common cooling: layers' log-curves differ by constant offsets",
+    '§2: "the contraction of the signal and the noise for all the layers is characterized by a common '
+    'decaying behavior. At late times, the hierarchy between layers is therefore preserved and gets frozen"',
+)
 def common_cooling(table, spec) -> Finding:
     return _share(
         table,
         lambda r, end: r.common_cooling,
         "a late regime of parallel log-curves whose common fit beats independent fits by the BIC",
     )
-
-
-# The registry: the claim in a few words, the paper's sentence (with its section), the check
-
-
-@dataclass(frozen=True)
-class Claim:
-    text: str
-    quote: str
-    check: Callable
-
-
-CHECKS: dict[str, Claim] = {
-    "smoothing_helps": Claim(
-        "Smoothing improves the best test accuracy over plain SGD",
-        '§4.1: "In general, the entropic regularizations (22) and (23) improve test accuracy."',
-        smoothing_helps,
-    ),
-    "smoothing_helps_final": Claim(
-        "Smoothing improves the final test accuracy over plain SGD (Figure 3 right)",
-        '§4.1: "In general, the entropic regularizations (22) and (23) improve test accuracy." Figure 3: '
-        '"Comparison of the best (left) and final (right) test accuracy"',
-        smoothing_helps_final,
-    ),
-    "helps_at_equal_time": Claim(
-        "Beyond the paper: a method beats plain SGD at equal wall-clock time (stopped after the epochs it trains "
-        "in plain SGD's time)",
-        "A regulariser that costs c times a plain step must win with 1/c of the epochs to be worth its cost "
-        "(the spec's accuracy, recomputed on those epochs)",
-        helps_at_equal_time,
-    ),
-    "smoothing_helps_final_mean": Claim(
-        "Smoothing improves the test accuracy where training ends (the mean of the last 10 epochs) over plain SGD",
-        '§4.1: "In general, the entropic regularizations (22) and (23) improve test accuracy." Beyond the paper: '
-        "where a net memorises noisy labels, one epoch's accuracy swings by points, so the end is a mean",
-        smoothing_helps_final_mean,
-    ),
-    "anisotropic_beats_fixed": Claim(
-        "Beyond the paper: radii per layer (relative to the weights, or scoped by curvature) beat its one fixed R",
-        'Footnote 5: "information about the eigenvalues of the Hessian matrix could be useful in scoping the '
-        'hyper-parameter γ"; the paper smooths every chosen weight with the same R.',
-        anisotropic_beats_fixed,
-    ),
-    "rise_then_degrade": Claim(
-        "Accuracy rises with R up to a maximum, then degrades",
-        '§4.1: "The effect increases rapidly with the size R of the smoothening region, up to a maximum size '
-        'beyond which performance gets degraded."',
-        rise_then_degrade,
-    ),
-    "single_layer_saturates": Claim(
-        "Single-layer smoothing keeps improving with R (saturating)",
-        '§4.2: "the single-layer regularizations continue to improve the test accuracy, showing a saturating '
-        'behavior."',
-        single_layer_saturates,
-    ),
-    "isotropic_degrades": Claim(
-        "Isotropic smoothing ({1,2}) degrades as R grows",
-        '§4.2: "the isotropic choice leads soon to degraded results as R increases"',
-        isotropic_degrades,
-    ),
-    "single_beats_isotropic": Claim(
-        "Single-layer smoothing ({2}) clearly beats isotropic ({1,2})",
-        '§4.1: "When implemented on suitable subsets of weights (e.g. single layers), the entropic '
-        'regularizations outperform significantly their isotropic counterparts."',
-        single_beats_isotropic,
-    ),
-    "layer2_best": Claim(
-        "Layer 2 alone is the best subset over the whole R range",
-        '§4.2: "Regularization on the 2nd layer alone proved to be the best strategy for both choices of loss '
-        'functions and in the entire range of R probed by the experiments."',
-        layer2_best,
-    ),
-    "isotropic_small_r_only": Claim(
-        "Isotropic smoothing can beat the 1st layer alone only at very small R",
-        '§4.2: "The isotropic regularization can outperform the regularization on the 1st layer alone, but only '
-        'at very small values for R."',
-        isotropic_small_r_only,
-    ),
-    "isotropic_worst_large_r": Claim(
-        "3-layer net: isotropic ({1,2,3}) is the worst subset at large R",
-        '§4.3: "the isotropic choice proves to be the worst among all the possible choices of subsets as soon as '
-        'the smoothening radius R is sufficiently big."',
-        isotropic_worst_large_r,
-    ),
-    "layers13_best_small_r": Claim(
-        "3-layer net: {1,3} is the best subset at the smallest R",
-        '§4.3: "at the lowest values of R the best choice consists in regularizing with respect to the 1st and '
-        '3rd layers jointly"',
-        layers13_best_small_r,
-    ),
-    "single_deep_best_large_r": Claim(
-        "3-layer net: {2} or {3} alone is best at large R",
-        '§4.3: "at large values of R, regularizing with respect to the 2nd or 3rd layer alone proves to be the '
-        'best choice."',
-        single_deep_best_large_r,
-    ),
-    "deeper_profit_more": Claim(
-        "Smoothing a deeper single layer helps more than the first",
-        '§4.1: "the layer-wise entropic regularization is more effective when performed on deeper levels."',
-        deeper_profit_more,
-    ),
-    "y8_matches_y4": Claim(
-        "y = 8 sample points give about the same accuracy as y = 4",
-        '§4.4: "The results obtained with y = 8 are comparable to those obtained with y = 4"',
-        y8_matches_y4,
-    ),
-    "head_helps": Claim(
-        "Smoothing a fully-connected head layer helps (best accuracy: early stopping)",
-        '§5: "When applied to the fully-connected head of convolutional networks, partial entropic '
-        "regularizations can improve the classification accuracy ... Especially when adopting an early stopping "
-        'strategy"',
-        head_helps,
-    ),
-    "head_helps_in_sample": Claim(
-        "Smoothing a head layer also improves in-sample: a lower training loss (Figure 6 left)",
-        '§5.2: "The PLA modification of the loss function yields better performance, both in-sample and '
-        'out-of-sample, especially if combined with an early stopping strategy"',
-        head_helps_in_sample,
-    ),
-    "only_with_early_stopping": Claim(
-        "STL-10: smoothing a head layer helps only with early stopping",
-        '§5.3: "The partial entropic regularization, applied to one layer at a time, improves the training and '
-        'validation performances, but only if accompanied with an early stopping strategy."',
-        only_with_early_stopping,
-    ),
-    "conv_hurts": Claim(
-        "Smoothing the convolutional layers hurts",
-        '§5: "Partial entropic regularizations involving the convolutional layers lead, in general, to worse '
-        'classification accuracy with respect to the non-regularized case"',
-        conv_hurts,
-    ),
-    "weight_decay_no_use": Claim(
-        "Weight decay 1e-2, 1e-3, 1e-4 changes nothing",
-        '§5.2.1: "weight decay regularization proved to be of essentially no utility in the present experiments."',
-        weight_decay_no_use,
-    ),
-    "pla_beats_weight_decay": Claim(
-        "PLA beats weight decay",
-        '§5.2.1: "On the contrary, partial entropic regularization proved to improve the performance"',
-        pla_beats_weight_decay,
-    ),
-    "pla_early_phase": Claim(
-        "PLA's gain over none is larger early in training than at the end",
-        '§5.2.1: "partial entropic regularization proved to improve the performance, more significantly in the '
-        'early phase of the training, only slightly in later stages."',
-        pla_early_phase,
-    ),
-    "more_aggressive_optimization": Claim(
-        "Smoothing optimises more aggressively: a lower final training loss than plain SGD",
-        '§6: "The adoption of a partial entropic loss led to a more aggressive optimization in all the performed '
-        'experiments"',
-        more_aggressive_optimization,
-    ),
-    "pla_beats_sam": Claim(
-        "PLA beats SAM (beyond the paper)", "not in the paper: a baseline pleat adds", pla_beats_sam
-    ),
-    "pla_beats_noise": Claim(
-        "PLA beats Gaussian weight noise of the same variance (beyond the paper)",
-        "not in the paper: a baseline pleat adds",
-        pla_beats_noise,
-    ),
-    "pla_plea_analogous": Claim(
-        "PLA and PLEA give the same accuracy at each setting",
-        '§4.2: "The results obtained with the two loss functions are qualitatively analogous."',
-        pla_plea_analogous,
-    ),
-    "three_regimes": Claim(
-        "Three regimes: signal peak, abrupt noise crossover, long noise-dominated phase",
-        '§2: "the signal/noise ratio switches from being initially dominated by the signal to being later '
-        "dominated by noise. This occurs quite abruptly ... and approximately at the moment when the training "
-        'signal attains its maximum value"',
-        three_regimes,
-    ),
-    "transition_at_peak": Claim(
-        "The noise overtakes the signal at about the signal's peak",
-        '§2: "This occurs quite abruptly (in terms of optimization time) and approximately at the moment when the '
-        'training signal attains its maximum value"',
-        transition_at_peak,
-    ),
-    "relu_tanh_alike": Claim(
-        "ReLU and TanH nets show the same features (a signal-dominated start, the noise overtaking, common cooling)",
-        '§2: "we have obtained qualitatively similar results both with ReLU and TanH activation functions"',
-        relu_tanh_alike,
-    ),
-    "common_cooling": Claim(
-        "Late common cooling: layers' log-curves differ by constant offsets",
-        '§2: "the contraction of the signal and the noise for all the layers is characterized by a common '
-        'decaying behavior. At late times, the hierarchy between layers is therefore preserved and gets frozen"',
-        common_cooling,
-    ),
-}

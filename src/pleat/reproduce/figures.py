@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from pleat.probes.plots import draw_temperature, new_figure
-from pleat.reproduce.claims import hidden_layers
+from pleat.reproduce.findings import hidden_layers
 from pleat.runs.config import radius_text
 
 BUDGET_NOTE = {

@@ -219,3 +219,13 @@ def describe(setting: dict) -> str:
 
 def empty(why: str) -> Finding:
     return Finding("all", verdict="not enough runs", note=why)
+
+
+def hidden_layers(temperature: dict) -> dict:
+    """The hidden layers of a probe record: all but the output layer, the last weight layer.
+
+    The paper's Figure 1 shows layers I = 1..4 of its "4-layer" net, which counts hidden layers (its "2-layer" net
+    is 784-784-784-10): the output layer is recorded in the store but left out of Figure 1 and its claims.
+    """
+    names = list(temperature)
+    return {n: temperature[n] for n in names[:-1]} if len(names) > 1 else dict(temperature)

@@ -22,9 +22,8 @@ from collections import defaultdict
 import torch
 
 from pleat.core.select import select
-from pleat.runs.config import Config
+from pleat.runs.config import Config, effective_kind, group_key, points
 from pleat.runs.models import build
-from pleat.runs.train import effective_kind, group_key, points
 
 INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "stl10": (3, 96, 96)}
 # what a step holds per activation value: the forward's saved value, its gradient, and a copy in the points' join

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pleat.core import radii
 from pleat.core.radii import RADIUS_RULES, radius_rule
 
 if sys.version_info >= (3, 11):
@@ -219,6 +220,48 @@ class Config:
                 raise ValueError(f"unknown config key {key!r}; {hint}known keys: {', '.join(fields)}")
             out[key] = _coerce(key, value, fields[key].default)
         return cls(**out)
+
+
+# what a config asks of the trainer, read without training
+
+# keys that must be equal for runs to share a program (the rest may differ run by run)
+SHARED_KEYS = (
+    "dataset",
+    "model",
+    "activation",
+    "batch_size",
+    "dtype",
+    "train_subset",
+    "test_subset",
+    "data_dir",
+    "device",
+)
+
+
+def group_key(config: Config) -> tuple:
+    """Runs with equal keys can be trained as one group; runs with label noise share their seed too, since the
+    group shares one dataset and the noisy labels are drawn from the seed."""
+    noisy = (config.label_noise, config.seed) if config.label_noise else ()
+    return (*(getattr(config, k) for k in SHARED_KEYS), *noisy)
+
+
+def effective_kind(config: Config) -> str:
+    """The kind, or none for pla, plea and noise runs that perturb nothing (samples = 0 or radius = 0)."""
+    nothing = radii.is_zero(radii.from_config(config.radius))
+    if config.kind in ("pla", "plea") and (config.samples == 0 or nothing):
+        return "none"
+    return "none" if config.kind == "noise" and nothing else config.kind
+
+
+def draws(config: Config) -> int:
+    """Perturbed points a step of this run evaluates besides the centre: y for pla/plea, 1 for noise, else 0."""
+    kind = effective_kind(config)
+    return config.samples if kind in ("pla", "plea") else int(kind == "noise")
+
+
+def points(config: Config) -> int | None:
+    """Points per step of a run that perturbs (the centre included); None for one that does not."""
+    return draws(config) + 1 if draws(config) else None
 
 
 def help_texts() -> dict[str, str]:

@@ -253,6 +253,17 @@ def import_run(config: Config, env: dict, metrics: list[dict], result: dict) -> 
     return result
 
 
+def trained_epochs(run_dir: Path, epochs: int) -> int:
+    """The epochs a run folder holds, read without loading anything: all of them once finished, else its latest
+    checkpoint's, 0 before the first (or when the run trains elsewhere, as Ray's do)."""
+    if (run_dir / "result.json").exists():
+        return epochs
+    try:
+        return int(json.loads((run_dir / "state.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def training(run_dir: Path) -> bool:
     """Whether a live process holds the run's lock, that is, trains it now (a killed one holds nothing)."""
     try:

@@ -36,22 +36,9 @@ from pleat.probes.scoping import scope
 from pleat.probes.temperature import LayerTemperature
 from pleat.runs import data as datasets
 from pleat.runs import lifecycle as life
-from pleat.runs.config import Config
+from pleat.runs.config import SHARED_KEYS, Config, draws, effective_kind, group_key
 from pleat.runs.stacked import Stacked
 from pleat.runs.store import RunStore, environment
-
-# keys that must be equal for runs to share a program (the rest may differ run by run)
-SHARED_KEYS = (
-    "dataset",
-    "model",
-    "activation",
-    "batch_size",
-    "dtype",
-    "train_subset",
-    "test_subset",
-    "data_dir",
-    "device",
-)
 
 
 def train(config: Config) -> dict:
@@ -93,32 +80,6 @@ def train_group(configs: list[Config]) -> list[dict]:
         trained = _train([configs[i] for i in todo], [stores[i] for i in todo], device)
     results = dict(zip(todo, trained))
     return [results[i] if i in results else s.result() for i, s in enumerate(stores)]
-
-
-def group_key(config: Config) -> tuple:
-    """Runs with equal keys can be trained as one group; runs with label noise share their seed too, since the
-    group shares one dataset and the noisy labels are drawn from the seed."""
-    noisy = (config.label_noise, config.seed) if config.label_noise else ()
-    return (*(getattr(config, k) for k in SHARED_KEYS), *noisy)
-
-
-def effective_kind(config: Config) -> str:
-    """The kind, or none for pla, plea and noise runs that perturb nothing (samples = 0 or radius = 0)."""
-    nothing = radii.is_zero(radii.from_config(config.radius))
-    if config.kind in ("pla", "plea") and (config.samples == 0 or nothing):
-        return "none"
-    return "none" if config.kind == "noise" and nothing else config.kind
-
-
-def draws(config: Config) -> int:
-    """Perturbed points a step of this run evaluates besides the centre: y for pla/plea, 1 for noise, else 0."""
-    kind = effective_kind(config)
-    return config.samples if kind in ("pla", "plea") else int(kind == "noise")
-
-
-def points(config: Config) -> int | None:
-    """Points per step of a run that perturbs (the centre included); None for one that does not."""
-    return draws(config) + 1 if draws(config) else None
 
 
 @dataclass

@@ -44,7 +44,7 @@ def test_lattice_draws_on_cuda():
 
 
 def test_vectorised_group_matches_lone_runs_on_cuda(tmp_path):
-    """The group's equality with lone runs (tests/test_group.py), on a GPU in float32 within float32 tolerance."""
+    """The group's equality with lone runs (tests/runs/test_group.py), on a GPU in float32 within float32 tolerance."""
     from conftest import SHARED
     from test_group import fc_configs
 

@@ -30,8 +30,12 @@ def test_state_dict_resumes_the_draws(engine):
     b = smooth(model, layers=[1, 2], radius=0.1, samples=4, seed=99, engine=engine)  # another seed...
     b.load_state_dict(state)  # ...resumed where a was
     torch.testing.assert_close(b(x, t).detach(), expected, rtol=0, atol=0)
-    fresh = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1], radius=0.1)  # generator=None works too
-    fresh.load_state_dict(fresh.state_dict())
+    fresh = pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1], radius=0.1)  # generator=None: torch's own
+    state = copy.deepcopy(fresh.state_dict())
+    first = fresh(x, t).detach()
+    fresh(x, t)  # the global generator moves on...
+    fresh.load_state_dict(state)  # ...and comes back
+    torch.testing.assert_close(fresh(x, t).detach(), first, rtol=0, atol=0)
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,4 @@
+import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from conftest import mlp, synthetic
@@ -9,11 +10,16 @@ from pleat.probes.plots import plot_flatness, plot_temperature
 def test_temperature_figure(tmp_path):
     history = synthetic()
     fig = plot_temperature(history, pleat.regimes(history), path=tmp_path / "fig1.png")
-    assert (tmp_path / "fig1.png").stat().st_size > 10_000
     ax = fig.axes[0]
     assert len(ax.lines) >= 6  # signal and noise for three layers, plus regime markers
-    styles = {line.get_linestyle() for line in ax.lines[:6]}
-    assert styles == {"-", "--"}
+    for k, name in enumerate(["fc1", "fc2", "out"]):  # each layer's curves are its own numbers, solid and dashed
+        signal, noise = ax.lines[2 * k], ax.lines[2 * k + 1]
+        assert (signal.get_linestyle(), noise.get_linestyle()) == ("-", "--")
+        assert list(signal.get_ydata()) == [h[name][0] for h in history]
+        assert list(noise.get_ydata()) == [h[name][1] for h in history]
+    image = plt.imread(tmp_path / "fig1.png")  # the file is the figure, drawn
+    assert image.shape[:2] == (round(fig.get_figheight() * fig.dpi), round(fig.get_figwidth() * fig.dpi))
+    assert image[..., :3].std() > 0.05
 
 
 def test_flatness_figure(tmp_path):

@@ -115,7 +115,11 @@ def test_norm_selects_the_affine_parameters_of_every_normalisation_layer():
     )
     assert [s.name for s in pleat.select(model, "norm")] == ["bn.weight", "bn.bias", "ln.weight", "ln.bias"]
     assert [s.name for s in pleat.select(model, ["norm", "head"])] == [
-        "bn.weight", "bn.bias", "ln.weight", "ln.bias", "head.weight"
+        "bn.weight",
+        "bn.bias",
+        "ln.weight",
+        "ln.bias",
+        "head.weight",
     ]
     assert "norm" not in [s.module_name for s in pleat.select(model, "all")]
     with pytest.raises(ValueError, match="matches no layer"):
@@ -132,14 +136,25 @@ def test_the_loss_on_the_norm_parameters_is_the_naive_loop():
 
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 2, 3), nn.BatchNorm2d(2), nn.ReLU(),
-        nn.Flatten(), nn.Linear(2 * 24 * 24, 5),
+        nn.Conv2d(1, 3, 3),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Conv2d(3, 2, 3),
+        nn.BatchNorm2d(2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(2 * 24 * 24, 5),
     ).double()
     x, t = torch.randn(8, 1, 28, 28, dtype=torch.float64), torch.randint(5, (8,))
     for engine in ("vectorised", "sequential"):
         m = copy.deepcopy(model)
         obj = pleat.PartialLocalEntropy(
-            m, F.cross_entropy, layers="norm", radius=0.3, samples=3, engine=engine,
+            m,
+            F.cross_entropy,
+            layers="norm",
+            radius=0.3,
+            samples=3,
+            engine=engine,
             generator=torch.Generator().manual_seed(1),
         )
         loss = obj(x, t)

@@ -380,8 +380,14 @@ def _noisy_run(arm, kind, layers, seed, peak, end, seconds, epochs=20, clean=0.9
         acc = peak * e / 5 if e <= 5 else peak + (end - peak) * (e - 5) / (epochs - 5)
         acc += 0.0005 * ((seed * 7 + e) % 3)
         metrics.append(
-            dict(epoch=e, test_accuracy=acc, test_accuracy_halves=[acc, acc], seconds=seconds,
-                 train_accuracy=0.6 if kind != "none" else 0.95, train_accuracy_clean=clean)
+            dict(
+                epoch=e,
+                test_accuracy=acc,
+                test_accuracy_halves=[acc, acc],
+                seconds=seconds,
+                train_accuracy=0.6 if kind != "none" else 0.95,
+                train_accuracy_clean=clean,
+            )
         )
     r = row(arm, kind, layers, 0.05, seed, max(m["test_accuracy"] for m in metrics), metrics=metrics)
     r["final_test_accuracy"] = metrics[-1]["test_accuracy"]
@@ -407,7 +413,7 @@ def test_label_noise_claims_read_the_early_stopped_and_end_accuracy_and_charge_t
 
 
 def test_a_plateau_is_saturating_and_a_fall_at_the_end_is_not():
-    """"Continue to improve ... saturating": a single layer that rises and then levels off reads supported; one
+    """ "Continue to improve ... saturating": a single layer that rises and then levels off reads supported; one
     that rises and falls at its largest R reads contradicted; one flat throughout is not improving."""
     plateau = {(2,): [0.0, 0.02, 0.02, 0.02], (1,): [0.0, 0.01, 0.015, 0.015], (1, 2): [0.0, 0.0, -0.01, -0.03]}
     assert verdicts(fig3_table(plateau), "fig3")["single_layer_saturates"] == "supported"

@@ -491,8 +491,10 @@ def test_ctrl_c_prints_one_line_and_how_to_resume(tmp_path):
     )
     metrics = RunStore(config).dir / "metrics.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text()):
+    while time.time() < deadline and proc.poll() is None and not (metrics.exists() and metrics.read_text()):
         time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before its first epoch was written: {proc.communicate()[1]}"
+    assert metrics.exists() and metrics.read_text(), "no epoch written in 120 s"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130

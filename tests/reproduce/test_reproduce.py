@@ -2,9 +2,7 @@
 
 import io
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -12,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from browser import page_errors
-from conftest import SHARED, needs_data, strip
+from conftest import SHARED, kill_driver, needs_data, strip
 
 from pleat.cli import main
 from pleat.reproduce import available, expand, load_spec, reproduce
@@ -169,8 +167,11 @@ def test_shipped_specs_expand_to_exactly_their_grids():
     }
     assert len(cnn) == 8 * 4
     referee = expand(load_spec("referee"), "decisive")
-    assert {(r.regime, r.config.layers, r.config.radius, r.config.samples, r.config.normalize) for r in referee
-            if r.config.kind == "pla"} == {
+    assert {
+        (r.regime, r.config.layers, r.config.radius, r.config.samples, r.config.normalize)
+        for r in referee
+        if r.config.kind == "pla"
+    } == {
         *(("paper", (2,), r, 4, False) for r in (0.005, 0.01, 0.02, 0.05, 0.1)),
         *(("paper", (1,), r, 4, False) for r in (0.01, 0.02)),
         *(("paper", (2,), 0.02, y, False) for y in (8, 16)),
@@ -263,7 +264,7 @@ def test_progress_says_how_far_each_run_is_and_times_what_is_left_by_work_done(t
     """Between finished runs the progress reads each run's checkpointed epoch: it names the runs part-way through,
     and its ETA is the elapsed time scaled by the estimated work left over the work done since it started (a
     resumed run's earlier epochs are not this session's work); a failed run's epochs leave the ETA."""
-    from pleat.reproduce.sweep import Progress
+    from pleat.reproduce.progress import Progress
 
     a, b, c = (tmp_path / x for x in "abc")
     for folder in (a, b, c):
@@ -299,7 +300,7 @@ def test_dry_run_lists_the_runs_and_trains_nothing(tmp_path, capsys, tiny):
 
 
 def test_dry_run_times_a_resumed_run_by_the_epochs_it_has_left(tmp_path, capsys, tiny):
-    from pleat.reproduce.sweep import estimate_seconds, seconds_left
+    from pleat.reproduce.estimate import estimate_seconds, seconds_left
 
     run = next(r for r in expand(load_spec(tiny), "paper", out_dir=str(tmp_path / "runs")) if r.arm == "plain")
     folder = tmp_path / "runs" / run.config.key()
@@ -318,7 +319,7 @@ def test_dry_run_times_a_resumed_run_by_the_epochs_it_has_left(tmp_path, capsys,
 
 
 def test_within_starts_only_the_jobs_that_end_by_the_limit():
-    from pleat.reproduce.sweep import within
+    from pleat.reproduce.estimate import within
 
     # two slots: 60 | 60, then 40 -> 100 | 60, 80 would end at 140, 40 -> 100 | 100, 30 would end at 130
     assert within([60, 60, 40, 80, 40, 30], 2, 120) == [True, True, True, False, True, False]
@@ -330,7 +331,7 @@ def test_hours_counts_a_one_core_worker_at_half_the_speed_of_the_estimate(tmp_pa
     """The estimate is for both cores of the team's CPU: a worker with one core (two workers there, or a process
     pinned with taskset) takes twice as long; more cores are not counted as faster."""
     from pleat.reproduce import executors
-    from pleat.reproduce.sweep import estimate_seconds, worker_slowdown
+    from pleat.reproduce.estimate import estimate_seconds, worker_slowdown
 
     assert [worker_slowdown(n) for n in (1, 2, 16)] == [2.0, 1.0, 1.0]
     first = min(estimate_seconds(r) for r in expand(load_spec(tiny), "smoke"))
@@ -344,8 +345,8 @@ def test_hours_counts_a_one_core_worker_at_half_the_speed_of_the_estimate(tmp_pa
 
 @needs_data
 def test_hours_trains_only_what_ends_in_time_and_leaves_the_rest_later(tmp_path, capsys, tiny):
+    from pleat.reproduce.estimate import estimate_seconds, worker_slowdown
     from pleat.reproduce.executors import cores
-    from pleat.reproduce.sweep import estimate_seconds, worker_slowdown
 
     first = min(estimate_seconds(r) for r in expand(load_spec(tiny), "smoke"))  # plain, seed 0: the first run
     first *= worker_slowdown(cores())  # one worker: twice the 2-core estimate where this process has one core
@@ -389,14 +390,14 @@ def test_a_run_another_process_took_meanwhile_is_not_a_failure(tmp_path, capsys,
     RunBusy on a run nobody trains (a group whose other run is held) still is."""
     import fcntl
 
-    from pleat.reproduce.sweep import _follow
+    from pleat.reproduce.progress import follow
 
     runs = expand(load_spec(few), "smoke", 1, out_dir=str(tmp_path))
     (tmp_path / runs[0].config.key()).mkdir()
     busy = "RunBusy: a run of this job is being trained by another process"
     with open(tmp_path / runs[0].config.key() / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        failed, _ = _follow(iter([(r.config, None, busy) for r in runs[:2]]), runs, [], 1, 1.0)
+        failed, _ = follow(iter([(r.config, None, busy) for r in runs[:2]]), runs, [], 1, 1.0)
     assert failed == [(runs[1].config.key(), busy)]
     err = capsys.readouterr().err
     assert err.count("another process is training it; left to that one") == 1 and err.count("FAILED") == 1
@@ -513,9 +514,7 @@ def test_sigkill_mid_sweep_then_rerun_finishes_only_what_is_missing(tmp_path, fe
     for line in proc.stderr:  # one line per finished run: kill once two have finished
         if line.startswith("[2/"):
             break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    time.sleep(0.5)  # the worker dies with the driver (PR_SET_PDEATHSIG)
+    kill_driver(proc)  # the worker dies with the driver (PR_SET_PDEATHSIG)
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
     assert 2 <= len(finished) < 6
     done = reproduce(few, budget="quick", out=out, data_dir=str(SHARED), workers=1)
@@ -546,9 +545,7 @@ def test_sigkill_inside_a_vectorised_group_then_rerun_gives_the_uninterrupted_nu
         if sum(p["epoch"] == 2 for p in pointers) >= 2:  # two runs at once: a group (the lone plain run goes first)
             break
         time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    time.sleep(0.5)
+    kill_driver(proc)
     unfinished = [p.parent for p in out.glob("runs/*/config.json") if not (p.parent / "result.json").exists()]
     assert len(unfinished) >= 2  # a group was cut short
     done = reproduce(spec, budget="paper", out=out, data_dir=str(SHARED), workers=1)
@@ -633,7 +630,7 @@ def test_ray_executor_survives_a_killed_worker_and_gives_the_local_numbers(tmp_p
 def test_cnn_arms_cost_the_share_of_the_net_that_runs_at_every_point():
     """--dry-run's estimate of fig6: PLA on every convolution runs the whole net at 5 points, about 5x a plain step
     (4.9x measured on the CPU), not the 1.4x a flat 0.1 per point gave; head I runs only the head again."""
-    from pleat.reproduce.sweep import downstream_share, estimate_seconds
+    from pleat.reproduce.estimate import downstream_share, estimate_seconds
 
     runs = {r.arm: r for r in expand(load_spec("fig6"), "paper") if r.config.seed == 0}
     ratio = {arm: estimate_seconds(r) / estimate_seconds(runs["none"]) for arm, r in runs.items()}

@@ -11,11 +11,11 @@ import torch
 from torch.func import functional_call
 
 from pleat.runs import data
-from pleat.runs.config import Config
+from pleat.runs.config import Config, group_key
 from pleat.runs.models import build
 from pleat.runs.stacked import Stacked
 from pleat.runs.store import RunStore
-from pleat.runs.train import group_key, train, train_group
+from pleat.runs.train import train, train_group
 
 KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_accuracy_halves")
 
