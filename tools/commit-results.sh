@@ -31,3 +31,5 @@ for f in "$out"/report.html "$out"/*.png "$out"/spec.toml "$out"/sweep.json; do
   [ -f "$f" ] && git add -f "$f"
 done
 git status --short "$out" | grep -v '^??' | wc -l | xargs echo "staged files under $out:"
+tools/docs-results.sh >/dev/null  # the documentation's results pages follow the staged runs
+git add -A docs/results

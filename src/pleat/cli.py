@@ -6,9 +6,11 @@ import argparse
 import dataclasses
 import os
 import sys
+import warnings
+from pathlib import Path
 
 from pleat.reproduce.spec import available
-from pleat.runs.config import Config, help_texts, load, parse_set, shown
+from pleat.runs.config import NOT_HASHED, Config, help_texts, load, parse_set, shown
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -33,6 +35,16 @@ def _train(args) -> int:
                 raise ValueError(f"config key {f.name!r} is given twice, by --set and by --{f.name.replace('_', '-')}")
             overrides.update(parse_set([f"{f.name}={value}"]))
     config = load(args.config, overrides)  # every check happens here, before any work
+    if args.config is None and set(overrides) <= set(NOT_HASHED):  # the default run: say what it starts, how long
+        from pleat.reproduce.estimate import estimate_seconds
+        from pleat.reproduce.progress import duration
+
+        print(
+            f"no config file: the paper's Figure 3 protocol, {config.kind.upper()} on layers {list(config.layers)} of "
+            f"{config.model} on {config.dataset} for {config.epochs} epochs, about "
+            f"{duration(estimate_seconds(config))} on a 2-core CPU. For a first look, `pleat train "
+            "configs/quickstart.toml` takes seconds; Ctrl-C stops this run and the same command resumes it."
+        )
     if config.kind in ("pla", "plea") and effective_kind(config) == "none":
         raise ValueError(
             f"kind {config.kind!r} with samples = {config.samples} and radius = {shown(config.radius)} smooths "
@@ -42,8 +54,10 @@ def _train(args) -> int:
     store = RunStore(config)
     if store.finished:
         print(f"already finished: {store.dir} (delete it to train again)")
-    elif (epoch := store.checkpoint_epoch()) is not None:
-        print(f"resuming {store.dir} from epoch {epoch} of {config.epochs}")
+    else:
+        epoch, damage = store.intact_epoch()  # a run none of whose checkpoints verifies stops here (CorruptRun)
+        if epoch is not None:
+            print(f"resuming {store.dir} from epoch {epoch} of {config.epochs}" + (f" ({damage})" if damage else ""))
 
     def interrupted() -> str:
         if store.checkpoint_epoch() is None:
@@ -54,7 +68,9 @@ def _train(args) -> int:
         )
 
     args.interrupted = interrupted
-    result = train(config)
+    with warnings.catch_warnings():  # a damaged checkpoint was named above, with the epoch the run resumes from
+        warnings.filterwarnings("ignore", message=".*; resuming from checkpoint-", category=UserWarning)
+        result = train(config)
     print(
         f"best test accuracy {result['best_test_accuracy']:.4f} (epoch {result['best_epoch']}), "
         f"final {result['final_test_accuracy']:.4f} after {result['epochs']} epochs"
@@ -91,7 +107,11 @@ def _runs(args) -> int:
         "best_test_accuracy",
         "final_test_accuracy",
     ]
-    print(table[[c for c in columns if c in table]].to_string(index=False))
+    shown = table[[c for c in columns if c in table]].astype(object)
+    if "kind" in table:  # plain SGD smooths nothing: its layers and radius are not settings of the run
+        plain = table["kind"] == "none"
+        shown.loc[plain, [c for c in ("layers", "radius") if c in shown]] = "-"
+    print(shown.to_string(index=False))
     if "error" in table:
         for error in table["error"].dropna():
             print(error, file=sys.stderr)
@@ -133,7 +153,6 @@ def _reproduce(args) -> int:
 def _profile(args) -> int:
     """Profile a run's latest checkpoint (a run folder) or a config's initial weights (a TOML file, or none)."""
     import json
-    from pathlib import Path
 
     import torch.nn.functional as F
 
@@ -175,14 +194,45 @@ def _profile(args) -> int:
 
 
 def _report(args) -> int:
-    from pleat.reproduce import write_report
+    from pleat.reproduce.report import write_markdown, write_report
 
-    out = args.out or (os.path.join(args.dirs[0], "report.html") if len(args.dirs) == 1 else "report.html")
-    path, verdicts, _ = write_report(args.dirs, out)
+    if args.markdown:
+        written = write_markdown(args.dirs, args.markdown)
+        _say_rewritten(written)
+        print(f"results pages {args.markdown}: {len(written)} pages")
+        return 0
+    first = Path(args.dirs[0])
+    alone = len(args.dirs) == 1 and ((first / "sweep.json").exists() or _is_store(first))
+    out = args.out or str((first if alone else Path("pleat-report")) / "report.html")
+    path, verdicts, figures = write_report(args.dirs, out)
     for v in verdicts:
         print(f"  {v.verdict:>26}  {v.text}")
-    print(f"report {path}")
+    _say_rewritten([path, *figures])
+    print(f"report {path}" + (f" (figures beside it: {', '.join(f.name for f in figures)})" if figures else ""))
     return 0
+
+
+def _is_store(folder: Path) -> bool:
+    """A run store: run folders (config.json inside), not a folder of sweeps."""
+    return any((p / "config.json").exists() for p in folder.glob("*")) if folder.is_dir() else False
+
+
+def _say_rewritten(paths) -> None:
+    """Name the files just written that git tracks: a report never changes committed results without a word."""
+    import subprocess
+
+    for path in map(Path, paths):
+        try:
+            tracked = (
+                subprocess.run(
+                    ["git", "ls-files", "--error-unmatch", path.name], cwd=path.parent, capture_output=True
+                ).returncode
+                == 0
+            )
+        except OSError:  # no git
+            return
+        if tracked:
+            print(f"rewrote {path}, which git tracks: `git diff {path}` shows what changed, `git checkout` undoes it")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--address", help="Ray cluster address (host:port or ray://host:port); none: a local Ray")
     rep.add_argument("--cpus-per-task", type=float, default=1, help="Ray: CPUs per run (default 1)")
     rep.add_argument("--gpus-per-task", type=float, default=0, help="Ray: GPUs per run, fractions allowed")
-    rep.add_argument("--out", help="the sweep folder (default results/FIGURE-BUDGET)")
+    rep.add_argument("--out", help="the sweep folder (default pleat-results/FIGURE-BUDGET in this folder)")
     rep.add_argument("--data-dir", help="the data root (default $PLEAT_DATA, else ~/.cache/pleat/data)")
     rep.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     rep.add_argument("--dry-run", action="store_true", help="list the runs and an estimated time; train nothing")
@@ -242,7 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         "dirs", nargs="+", help="sweep folders (from pleat reproduce; results/ for all of them) or run stores"
     )
     report.add_argument(
-        "--out", help="the HTML file to write (default: report.html in the one folder given, else in this folder)"
+        "--out",
+        help="the HTML file to write, figures beside it (default: report.html in the one sweep folder or run store"
+        " given, else pleat-report/report.html)",
+    )
+    report.add_argument(
+        "--markdown",
+        metavar="DIR",
+        help="write the documentation's results pages instead: DIR/index.md, one page and one figure per sweep",
     )
     report.set_defaults(run=_report)
     prof = sub.add_parser("profile", help="per layer: temperature, flatness, Hessian trace, scoped radius; suggestions")

@@ -164,3 +164,18 @@ def test_gpt2_with_its_tied_head_matches_the_naive_loop(engine, kind):
     torch.testing.assert_close(obj.last.losses.double(), losses_ref.double(), rtol=1e-6, atol=1e-7)
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, grad_ref[n], rtol=1e-5, atol=1e-7)
+
+
+def test_keyword_inputs_with_a_loss_fn_but_no_targets_say_what_to_do():
+    class Keywords(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(4, 2)
+
+        def forward(self, *, x):
+            return self.proj(x)
+
+    obj = pleat.PartialLocalEntropy(Keywords(), torch.nn.functional.cross_entropy, layers=[1], radius=0.1)
+    with pytest.raises(ValueError, match=r"obj\(targets=t, \*\*inputs\)"):
+        obj(x=torch.randn(3, 4))
+    assert obj(x=torch.randn(3, 4), targets=torch.tensor([0, 1, 0])).ndim == 0

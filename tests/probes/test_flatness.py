@@ -40,7 +40,7 @@ def test_flatness_rise_on_quadratic_matches_trace():
     model = Quadratic()
     x = torch.zeros(1, 12, dtype=torch.float64)
     profile = flatness_profile(
-        model, lambda out, _: out, (x, None), layers=[[1]], radii=[0.1, 0.3], samples=64, repeats=20, hutchinson=50
+        model, lambda out, _: out, (x, None), subsets=[[1]], radii=[0.1, 0.3], samples=64, repeats=20, probes=50
     )
     trace = float(model.A.trace())
     for row in profile.rows:
@@ -54,7 +54,7 @@ def test_default_subsets_and_mode_restored():
     model = mlp(dropout=0.3)
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(8, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (8,), generator=g))] * 2
-    profile = flatness_profile(model, F.cross_entropy, data, radii=[0.05], samples=4, hutchinson=2)
+    profile = flatness_profile(model, F.cross_entropy, data, radii=[0.05], samples=4, probes=2)
     assert [r.subset for r in profile.rows] == ["{1} (0)", "{2} (3)", "{3} (5)", "all (0+3+5)"]
     assert model.training
     assert all(r.rise_se >= 0 and math.isfinite(r.rise) for r in profile.rows)
@@ -66,7 +66,7 @@ def test_default_subsets_and_mode_restored():
         (dict(radii=[0.0]), "radii"),
         (dict(radii=[-1.0]), "radii"),
         (dict(radii=[]), "radii"),
-        (dict(radii=[0.1], layers=[["nope"]]), "matches no layer"),
+        (dict(radii=[0.1], subsets=[["nope"]]), "matches no layer"),
         (dict(radii=[0.1], samples=1), "samples"),
     ],
 )
@@ -100,11 +100,11 @@ def test_profile_of_a_trained_mlp_is_positive_quadratic_in_r_and_matches_hutchin
         model,
         F.cross_entropy,
         (x, t),
-        layers=[[1], [2], [1, 2]],
+        subsets=[[1], [2], [1, 2]],
         radii=[1e-4, 1e-3, 1e-2],
         samples=32,
         repeats=8,
-        hutchinson=64,
+        probes=64,
     )
     for subset in ("{1} (0)", "{2}", "{1,2} (0+2)"):
         rows = [r for r in profile.rows if r.subset == subset]
@@ -120,7 +120,7 @@ def test_relu_kinks_make_the_small_r_rise_exceed_the_hessian_line():
     """A ReLU net is piecewise linear: units whose pre-activation the perturbation flips add a rise the Hessian
     does not see, which dominates at small R (measured: rise/R² grows about tenfold from R = 1e-2 to 1e-4)."""
     model, x, t = trained_mlp(nn.ReLU)
-    profile = flatness_profile(model, F.cross_entropy, (x, t), layers=[[1]], radii=[1e-4, 1e-2], samples=32, repeats=8)
+    profile = flatness_profile(model, F.cross_entropy, (x, t), subsets=[[1]], radii=[1e-4, 1e-2], samples=32, repeats=8)
     small, large = profile.rows
     assert small.rise / small.radius**2 > 5 * large.rise / large.radius**2
     assert small.rise > 4 * small.predicted
@@ -134,7 +134,7 @@ def test_every_probe_runs_on_a_gpu_with_a_cpu_generator():
     cpu = torch.Generator().manual_seed(0)
     traces = hutchinson_traces(model, F.cross_entropy, (x, t), probes=4, generator=cpu)
     assert set(traces) == {"0", "3", "5"}
-    profile = flatness_profile(model, F.cross_entropy, (x, t), radii=[0.01], samples=4, hutchinson=2, generator=cpu)
+    profile = flatness_profile(model, F.cross_entropy, (x, t), radii=[0.01], samples=4, probes=2, generator=cpu)
     assert all(math.isfinite(r.rise) for r in profile.rows)
     probe = pleat.LayerTemperature(model)
     F.cross_entropy(model(x), t).backward()
@@ -142,3 +142,18 @@ def test_every_probe_runs_on_a_gpu_with_a_cpu_generator():
     assert set(probe.epoch()) == {"0", "3", "5"}
     history = [{"0": (1.0 / k, 0.5), "3": (2.0 / k, 0.6)} for k in range(1, 30)]
     assert pleat.regimes(history).signal_end is not None
+
+
+def test_the_keywords_before_0_3_still_work_with_a_warning():
+    x, t = torch.randn(8, 6, dtype=torch.float64), torch.randint(0, 3, (8,))
+    cpu = torch.Generator().manual_seed(1)
+    new = flatness_profile(mlp(), F.cross_entropy, (x, t), subsets=[[1]], radii=[0.01], samples=4, probes=2,
+                           generator=cpu)  # fmt: skip
+    cpu.manual_seed(1)
+    with pytest.warns(DeprecationWarning) as warned:
+        old = flatness_profile(mlp(), F.cross_entropy, (x, t), layers=[[1]], radii=[0.01], samples=4, hutchinson=2,
+                               generator=cpu)  # fmt: skip
+    assert sorted(str(w.message).split(" is now ")[1] for w in warned) == ["probes=", "subsets="]
+    assert old.rows == new.rows and old.trace == new.trace
+    with pytest.raises(TypeError, match="hutchinsn"):
+        flatness_profile(mlp(), F.cross_entropy, (x, t), radii=[0.01], hutchinsn=2)

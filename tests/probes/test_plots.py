@@ -24,6 +24,6 @@ def test_temperature_figure(tmp_path):
 
 def test_flatness_figure(tmp_path):
     x, t = torch.randn(8, 6, dtype=torch.float64), torch.randint(0, 3, (8,))
-    profile = pleat.flatness_profile(mlp(), F.cross_entropy, (x, t), radii=[0.01, 0.1], samples=4, hutchinson=2)
+    profile = pleat.flatness_profile(mlp(), F.cross_entropy, (x, t), radii=[0.01, 0.1], samples=4, probes=2)
     plot_flatness(profile, path=tmp_path / "flat.svg")
     assert (tmp_path / "flat.svg").read_text().startswith("<?xml")

@@ -304,10 +304,10 @@ def test_dry_run_times_a_resumed_run_by_the_epochs_it_has_left(tmp_path, capsys,
 
     run = next(r for r in expand(load_spec(tiny), "paper", out_dir=str(tmp_path / "runs")) if r.arm == "plain")
     folder = tmp_path / "runs" / run.config.key()
-    assert seconds_left(run) == estimate_seconds(run)
+    assert seconds_left(run) == estimate_seconds(run.config)
     folder.mkdir(parents=True)
     (folder / "state.json").write_text(json.dumps({"epoch": 2}))  # 2 of its 3 epochs checkpointed
-    assert seconds_left(run) == pytest.approx(estimate_seconds(run) / 3)
+    assert seconds_left(run) == pytest.approx(estimate_seconds(run.config) / 3)
     assert main(["reproduce", str(tiny), "--budget", "paper", "--dry-run", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert (
@@ -334,7 +334,7 @@ def test_hours_counts_a_one_core_worker_at_half_the_speed_of_the_estimate(tmp_pa
     from pleat.reproduce.estimate import estimate_seconds, worker_slowdown
 
     assert [worker_slowdown(n) for n in (1, 2, 16)] == [2.0, 1.0, 1.0]
-    first = min(estimate_seconds(r) for r in expand(load_spec(tiny), "smoke"))
+    first = min(estimate_seconds(r.config) for r in expand(load_spec(tiny), "smoke"))
     args = ["reproduce", str(tiny), "--out", str(tmp_path), "--workers", "1", "--dry-run"]
     args += ["--one-by-one", "--hours", str(first * 1.5 / 3600)]
     for machine, todo in ((2, 1), (1, 0)):  # 2 cores: the first run fits in 1.5x its estimate; 1 core: it does not
@@ -348,7 +348,7 @@ def test_hours_trains_only_what_ends_in_time_and_leaves_the_rest_later(tmp_path,
     from pleat.reproduce.estimate import estimate_seconds, worker_slowdown
     from pleat.reproduce.executors import cores
 
-    first = min(estimate_seconds(r) for r in expand(load_spec(tiny), "smoke"))  # plain, seed 0: the first run
+    first = min(estimate_seconds(r.config) for r in expand(load_spec(tiny), "smoke"))  # plain, seed 0: the first run
     first *= worker_slowdown(cores())  # one worker: twice the 2-core estimate where this process has one core
     args = ["reproduce", str(tiny), "--out", str(tmp_path), "--workers", "1", "--one-by-one"]
     args += ["--data-dir", str(SHARED), "--hours", str(first * 1.01 / 3600)]
@@ -474,15 +474,17 @@ def test_a_report_of_a_missing_folder_names_the_fix_and_writes_nothing(tmp_path,
     assert not (tmp_path / "results").exists()
 
 
-def test_a_report_of_a_folder_of_sweeps_reports_each_sweep(tmp_path, capsys, tiny):
+def test_a_report_of_a_folder_of_sweeps_reports_each_sweep(tmp_path, capsys, tiny, monkeypatch):
     for name in ("tiny-smoke", "tiny-quick"):  # two sweeps that have not finished a run yet
         sweep = tmp_path / "results" / name
         sweep.mkdir(parents=True)
         (sweep / "sweep.json").write_text(json.dumps({"spec": "tiny", "budget": name[5:], "seeds": None}))
         (sweep / "spec.toml").write_text(TINY)
     (tmp_path / "results" / "notes").mkdir()  # not a sweep: left out
-    assert main(["report", str(tmp_path / "results")]) == 0
-    page = (tmp_path / "results" / "report.html").read_text()
+    monkeypatch.chdir(tmp_path / "results" / "notes")
+    assert main(["report", str(tmp_path / "results")]) == 0  # several sweeps: a report folder here, not in results/
+    page = (tmp_path / "results" / "notes" / "pleat-report" / "report.html").read_text()
+    assert not (tmp_path / "results" / "report.html").exists()
     assert page.count("A tiny sweep for tests") == 2 and page.count("No finished run yet") == 2
     assert "tiny-quick" in page and "tiny-smoke" in page and "notes" not in page
     capsys.readouterr()
@@ -633,10 +635,58 @@ def test_cnn_arms_cost_the_share_of_the_net_that_runs_at_every_point():
     from pleat.reproduce.estimate import downstream_share, estimate_seconds
 
     runs = {r.arm: r for r in expand(load_spec("fig6"), "paper") if r.config.seed == 0}
-    ratio = {arm: estimate_seconds(r) / estimate_seconds(runs["none"]) for arm, r in runs.items()}
+    ratio = {arm: estimate_seconds(r.config) / estimate_seconds(runs["none"].config) for arm, r in runs.items()}
     assert 5 / 1.5 <= ratio["PLA conv"] <= 5 * 1.5
     assert 1.0 < ratio["PLA head II"] < ratio["PLA head I"] < 1.6
     assert downstream_share(runs["PLA conv"].config) == 1.0
     stl = next(r for r in expand(load_spec("fig8"), "paper") if r.arm == "PLA head I")
     assert 0.5 < downstream_share(stl.config) < 1  # STL-10's 6400-wide head is most of its arithmetic
     assert load_spec("fig7").reuse == ("fig6",)
+
+
+def test_reproduce_writes_outside_a_checkouts_results_by_default(tmp_path, capsys, tiny, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", str(tiny), "--dry-run"]) == 0
+    assert f"results in {Path('pleat-results') / 'tiny-smoke'}" in capsys.readouterr().out
+
+
+def test_a_report_of_several_sweeps_names_each_figure_by_its_sweep(tmp_path, capsys):
+    root = Path(__file__).resolve().parents[2] / "results"
+    out = tmp_path / "both" / "report.html"
+    assert main(["report", str(root / "fig3-quick"), str(root / "fig3-decisive"), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.parent.glob("*.png")) == ["fig3-decisive.png", "fig3-quick.png"]
+    page = out.read_text()
+    assert page.count("decisive budget:") == 1 and page.count("quick budget:") == 1
+    assert "Decisive budget (the paper" in page  # the decisive section shows the decisive notes...
+    quick = page[page.index("quick budget:") : page.index("decisive budget:")]
+    assert "Decisive budget" not in quick  # ...and the quick section does not
+    assert "<th>test shown</th>" in page and "{2} against {1,2} at R = 0.05" in page
+
+
+def test_a_report_names_the_tracked_files_it_rewrites(tmp_path, capsys):
+    import subprocess
+
+    from pleat.cli import _say_rewritten
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "report.html").write_text("committed")
+    (tmp_path / "new.png").write_text("new")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "report.html"], check=True)
+    _say_rewritten([tmp_path / "report.html", tmp_path / "new.png"])
+    said = capsys.readouterr().out
+    assert f"rewrote {tmp_path / 'report.html'}, which git tracks" in said and "new.png" not in said
+
+
+def test_bare_pleat_train_says_what_it_starts_and_for_how_long(tmp_path, capsys, monkeypatch):
+    import pleat.runs.train
+
+    started = []
+    result = {"best_test_accuracy": 0.5, "best_epoch": 1, "final_test_accuracy": 0.5, "epochs": 120}
+    monkeypatch.setattr(pleat.runs.train, "train", lambda config: started.append(config) or result)
+    assert main(["train", "--out-dir", str(tmp_path), "--progress", "false"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "no config file: the paper's Figure 3 protocol, PLA on layers [2] of fc2 on fashion-mnist" in said
+    assert re.search(r"for 120 epochs, about \d+ (min|h) on a 2-core CPU", said) and len(started) == 1
+    quickstart = Path(__file__).resolve().parents[2] / "configs" / "quickstart.toml"
+    assert main(["train", str(quickstart), "--out-dir", str(tmp_path)]) == 0  # a config: nothing to say
+    assert "no config file" not in capsys.readouterr().out

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -459,21 +460,41 @@ def test_cli_set_and_flag_conflict_and_help(capsys):
     assert all(f"{name}," in text for name in available())  # every shipped spec, sensitivity and anisotropic too
 
 
-@needs_data
-def test_cli_resume_message_and_corrupt_run_exit_2(tmp_path, capsys):
-    args = ["train", *small_run_flags(tmp_path, epochs=2)]
+def test_cli_resume_message_and_corrupt_run_exit_2(tmp_path, capsys, fashion):
+    args = ["train", *small_run_flags(tmp_path, epochs=3, data_dir=fashion)]
     assert main(args) == 0
     run = next(tmp_path.iterdir())
     (run / "result.json").unlink()
     capsys.readouterr()
     assert main(args) == 0
-    assert f"resuming {run} from epoch 2 of 2" in capsys.readouterr().out
+    assert f"resuming {run} from epoch 3 of 3" in capsys.readouterr().out
+    (run / "result.json").unlink()
+    (run / "checkpoint-3.pt").write_bytes(b"broken")  # the latest checkpoint damaged: the one before it serves
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, on the line that names the epoch, not again as a warning
+        assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"resuming {run} from epoch 2 of 3 ({run / 'checkpoint-3.pt'} fails its sha256 check" in out
+    assert "resuming from checkpoint-2.pt instead)" in out
     (run / "result.json").unlink()
     for checkpoint in run.glob("checkpoint-*.pt"):
         checkpoint.write_bytes(b"broken")
+    assert main(["runs", str(tmp_path)]) == 0  # none can be resumed: corrupt, not interrupted
+    listed = capsys.readouterr()
+    assert " corrupt " in listed.out and "interrupted" not in listed.out and "sha256" in listed.err
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "sha256" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_runs_leaves_the_smoothing_columns_of_plain_rows_blank(tmp_path, capsys, fashion):
+    flags = small_run_flags(tmp_path, epochs=1, data_dir=fashion)
+    assert main(["train", "--kind", "none", *flags]) == 0
+    assert main(["train", "--kind", "pla", "--radius", "0.02", *flags]) == 0
+    capsys.readouterr()
+    assert main(["runs", str(tmp_path)]) == 0
+    rows = {line.split()[3]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["none"][4:6] == ["-", "-"] and rows["pla"][4:6] == ["[2]", "0.02"]
 
 
 @needs_data

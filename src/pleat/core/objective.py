@@ -95,7 +95,8 @@ class PartialLocalEntropy:
             (`pleat.relative(rho, per="weight")`: R_i = rho x |w_i|, each weight its own box; per="filter": each
             output unit's RMS). A config's strings "relative:RHO", "relative-filter:RHO" and
             "relative-weight:RHO" mean the same.
-        samples: y, extra points besides the centre.
+        samples: y, extra points besides the centre. `samples=0` (or a zero radius) is exactly the plain loss, the
+            R -> 0 end of a curve; `pleat train` refuses it instead, since a stored run named PLA would be plain SGD.
         kind: "pla" (partial local average, eq 19/23) or "plea" (partial local entropy, eq 14/22).
         sharpness: k, steepness of the soft box (eq 5); inf is the hard box of the paper's experiments.
         include_bias: also smooth the biases of the selected layers (the paper never does).
@@ -138,7 +139,7 @@ class PartialLocalEntropy:
             if isinstance(rule, radii.Scoped):
                 raise ValueError(
                     "radius 'scoped:RISE' needs data to measure the curvature on: pass "
-                    f"radius=pleat.scope(model, loss_fn, batches, layers, rise={rule.rise:g})"
+                    f"radius=pleat.scope(model, loss_fn, data, layers, rise={rule.rise:g})"
                 )
             radius = rule
         if kernel is None:
@@ -282,6 +283,11 @@ class PartialLocalEntropy:
         and with `loss_fn=None` the loss is the one the model computes (give it `labels`).
         """
         args = () if inputs is None else inputs if isinstance(inputs, tuple) else (inputs,)
+        if kwargs and targets is None and self.target.loss_fn is not None:
+            raise ValueError(
+                "keyword inputs and a loss_fn, but no targets: call obj(targets=t, **inputs), or give loss_fn=None "
+                "to use the loss the model computes from its labels"
+            )
         params = dict(self.target.module.named_parameters())
         device = self._device()
         for a in (*args, *kwargs.values()):

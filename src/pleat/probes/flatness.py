@@ -129,14 +129,15 @@ def flatness_profile(
     loss_fn: Callable[..., Tensor],
     data,
     *,
-    layers: Iterable[LayerSpec | list | None] | None = None,
+    subsets: Iterable[LayerSpec | list | None] | None = None,
     radii: Iterable[float],
     samples: int = 8,
     repeats: int = 1,
-    hutchinson: int = 8,
+    probes: int = 8,
     generator: torch.Generator | None = None,
     engine: str = "auto",
     antithetic: bool = True,
+    **renamed,
 ) -> FlatnessProfile:
     """Loss rise versus radius for each layer subset, with standard errors, and per-layer Hessian traces.
 
@@ -145,12 +146,14 @@ def flatness_profile(
 
     Args:
         data: one (inputs, targets) pair or an iterable of them.
-        layers: the subsets U to probe, each anything `layers=` accepts; default: every weight layer alone ([1],
-            [2], ...), then all of them together.
+        subsets: the subsets U to probe, each anything `layers=` accepts; default: every weight layer alone
+            ([1], [2], ...), then all of them together. (Called `layers` before 0.3.)
         radii: the half-sides R to probe, each > 0.
         samples: perturbed points per batch and repeat (even with `antithetic`).
         repeats: draws per batch.
-        hutchinson: Rademacher probes per batch for the traces (0: skip them).
+        probes: Rademacher probes per batch for the traces (0: skip them). (Called `hutchinson` before 0.3.)
+        generator: draws the points and the probes (on any device); None: seeded from torch's global generator,
+            as everywhere in pleat.
         antithetic: draw pairs (ΔW, -ΔW) and take each pair's mean rise (L(W+ΔW) + L(W-ΔW))/2 - L(W): the odd
             orders cancel, among them the first-order term g·ΔW, which has mean zero but dominates the variance at
             small R. The standard error is then over the pairs.
@@ -160,17 +163,19 @@ def flatness_profile(
         raise ValueError(f"radii must be finite numbers > 0, got {radii}")
     if samples < 2 or (antithetic and samples % 2):
         raise ValueError(f"samples must be >= 2 to give a standard error (even with antithetic pairs), got {samples}")
+    subsets, probes = _renamed(renamed, subsets, probes)
     batches = _batches(data)
-    if layers is None:
-        layers = [*([i] for i in range(1, len(select(model, None)) + 1)), None]
-    subsets = [(select(model, spec), spec) for spec in layers]
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    if subsets is None:
+        subsets = [*([i] for i in range(1, len(select(model, None)) + 1)), None]
+    chosen_subsets = [(select(model, spec), spec) for spec in subsets]
+    if generator is None:
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (), dtype=torch.int64)))
     with preserved(model, training=False):
         device_generator = _on_device(generator, model)
-        trace = hutchinson_traces(model, loss_fn, batches, None, hutchinson, device_generator) if hutchinson else {}
+        trace = hutchinson_traces(model, loss_fn, batches, None, probes, device_generator) if probes else {}
         rows = []
         with torch.no_grad():
-            for chosen, spec in subsets:
+            for chosen, spec in chosen_subsets:
                 name = subset_label(model, spec, chosen)
                 for radius in radii:
                     obj = PartialLocalEntropy(
@@ -212,6 +217,19 @@ def subset_label(model: nn.Module, spec, chosen) -> str:
         indices = "{" + ",".join(str(e) for e in entries) + "}"
         return indices if names == "+".join(str(e) for e in entries) else f"{indices} ({names})"
     return names
+
+
+def _renamed(renamed: dict, subsets, probes):
+    """The keywords of flatness_profile before 0.3 (`layers`, `hutchinson`), still taken, with a warning."""
+    import warnings
+
+    unknown = set(renamed) - {"layers", "hutchinson"}
+    if unknown:
+        raise TypeError(f"flatness_profile() got unexpected keyword arguments {sorted(unknown)}")
+    for old, new in (("layers", "subsets"), ("hutchinson", "probes")):
+        if old in renamed:
+            warnings.warn(f"flatness_profile({old}=...) is now {new}=", DeprecationWarning, stacklevel=3)
+    return renamed.get("layers", subsets), renamed.get("hutchinson", probes)
 
 
 def _on_device(generator: torch.Generator, model: nn.Module) -> torch.Generator:

@@ -86,7 +86,7 @@ def _times(ranked: list[LayerProfile], k: int) -> str:
 def profile(
     model: nn.Module,
     loss_fn: Callable[..., Tensor],
-    batches: Iterable[tuple],
+    data: Iterable[tuple],
     layers: LayerSpec | list | None = None,
     *,
     radii: Iterable[float] = (1e-3, 1e-2, 1e-1),
@@ -95,16 +95,16 @@ def profile(
     probes: int = 8,
     generator: torch.Generator | None = None,
 ) -> Profile:
-    """Profile `model` at its current weights on `batches` ((inputs, targets) pairs; 2 or more for a noise).
+    """Profile `model` at its current weights on `data` ((inputs, targets) pairs; 2 or more for a noise).
 
     layers: the weight layers to profile, as `layers=` (default every weight layer); each is probed alone.
     The weights, the running statistics and the train/eval mode are left as they were; the temperature reads the
     training-mode gradients of each batch whatever the model's mode (the gradients already in `.grad` are
     restored), the flatness and the traces are taken in eval mode.
     """
-    batches = list(batches)
+    batches = list(data)
     if not batches:
-        raise ValueError("batches holds nothing: give a list of (inputs, targets) pairs")
+        raise ValueError("data holds nothing: give a list of (inputs, targets) pairs")
     selected = select(model, layers)
     probe = LayerTemperature(model, [s.module_name for s in selected])
     saved = {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
@@ -122,10 +122,10 @@ def profile(
         model,
         loss_fn,
         batches,
-        layers=[[s.module_name] for s in selected],
+        subsets=[[s.module_name] for s in selected],
         radii=radii,
         samples=samples,
-        hutchinson=probes,
+        probes=probes,
         generator=generator,
     )
     rows = []

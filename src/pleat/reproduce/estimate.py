@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pleat.reproduce import packing
 from pleat.reproduce.spec import Run
+from pleat.runs.config import Config
 from pleat.runs.store import RunStore, trained_epochs
 
 # Seconds per 1,000 examples per epoch on the team's 2-core CPU using both cores (one two-thread run, or two
@@ -54,12 +55,11 @@ def downstream_share(config) -> float:
     return sum(macs[n] for n in order[first:]) / sum(macs.values())
 
 
-def _point_cost(run: Run) -> float:
+def _point_cost(c: Config) -> float:
     """What each extra point costs, in plain steps: the layers from the first smoothed one up run again, and each
     smoothed layer draws its noise (fitted to the fc2 measurements above); for the paper's CNNs the share of the
     arithmetic at and after the first smoothed layer (PLA on every conv of the CIFAR-10 CNN: 4.9x a plain step
     measured, 5x counted)."""
-    c = run.config
     if c.model.startswith("cnn-bn"):  # measured with y = 4 (one core, 20 steps): every conv 4x plain, the norms 3x
         return 0.75 if 1 in c.layers else 0.5 if "norm" in c.layers else 0.1
     if not c.model.startswith("fc"):
@@ -69,14 +69,13 @@ def _point_cost(run: Run) -> float:
     return 0.175 * (depth - min(indices) + 1) + 0.3 * len(c.layers) + 0.25 * (len(c.layers) - 1)
 
 
-def estimate_seconds(run: Run) -> float:
+def estimate_seconds(c: Config) -> float:
     """A rough training time of one run on the team's 2-core CPU (for --dry-run and the first ETA)."""
-    c = run.config
     n = c.train_subset or _TRAIN_SIZE[c.dataset]
     test = c.test_subset or _TEST_SIZE[c.dataset]
     factor = {"none": 1.0, "sam": 2.0, "noise": 1.3}.get(c.kind)
     if factor is None:
-        factor = 1 + _point_cost(run) * c.samples
+        factor = 1 + _point_cost(c) * c.samples
     if c.probe_estimator == "weight":  # fc4 on MNIST: 7.5-8 s an epoch measured with it; 6.1 s by the plain rate
         factor *= 1.25
     return _RUN_OVERHEAD + c.epochs * (n * factor + test / 3) / 1000 * _PLAIN_SECONDS[c.model]
@@ -86,7 +85,7 @@ def seconds_left(run: Run) -> float:
     """`estimate_seconds` for the epochs a run has still to train: a run resumes from its last checkpoint."""
     c = run.config
     trained = trained_epochs(RunStore(c).dir, c.epochs)
-    return estimate_seconds(run) * (c.epochs - trained) / c.epochs
+    return estimate_seconds(c) * (c.epochs - trained) / c.epochs
 
 
 def worker_slowdown(threads: int) -> float:

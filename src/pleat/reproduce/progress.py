@@ -151,7 +151,7 @@ def follow(stream_of_runs, todo: list[Run], keys: list[str], workers: int, estim
     by_key = {r.config.key(): r for r in todo}
     failed: list[tuple[str, str]] = []
     diverged: list[tuple[str, int]] = []
-    watch = [(describe(r, keys), RunStore(r.config).dir, r.config.epochs, estimate_seconds(r)) for r in todo]
+    watch = [(describe(r, keys), RunStore(r.config).dir, r.config.epochs, estimate_seconds(r.config)) for r in todo]
     progress = Progress(len(todo), workers, estimate, watch=watch)
     try:
         for config, result, error in stream_of_runs:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pleat.reproduce import verdicts as verdicts_
@@ -48,43 +49,65 @@ def _fmt(v) -> str:
     return radius_text(v) if isinstance(v, (float, str)) else str(v)
 
 
-def _table(header: list[str], rows: list[list], classes: list[str] | None = None) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = []
-    for i, row in enumerate(rows):
-        cls = f' class="{classes[i]}"' if classes and classes[i] else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list]
+    classes: list[str] = field(default_factory=list)  # a CSS class per row (the verdict's colour), or none
 
 
-def _claims_html(verdicts: list[verdicts_.Verdict], budget: str | None) -> str:
-    rows, classes = [], []
+@dataclass
+class Section:
+    """What the report says of one sweep folder or run store, before it is written as HTML or Markdown."""
+
+    title: str
+    folder: Path
+    budget: str | None = None
+    notes: str = ""
+    holds: str = ""  # the settings the finished runs cover; empty: no finished run
+    figure: Path | None = None
+    verdicts: list[verdicts_.Verdict] = field(default_factory=list)
+    tables: dict[str, Table] = field(default_factory=dict)  # Claims, Runs, Shared configuration, Environment
+
+
+CLAIMS_NOTE = (
+    "Each row's difference, interval, seeds and p are those of the test it names (the one that decided the "
+    "verdict); every test is listed in the third column. A difference is the mean over seeds of the per-seed "
+    "difference of the two sides (paired, the seeds being shared) or a difference of means (Welch); the interval is "
+    "its unadjusted 95% interval. Every test of the report is one hypothesis in a Holm family (at 5%), so no "
+    'setting is picked on the runs that test it. "no effect within ±m": the equivalence test puts the difference '
+    "within the spec's margin. Collapsed runs (train accuracy far below plain SGD's) support nothing."
+)
+
+
+def _claims(verdicts: list[verdicts_.Verdict]) -> Table:
+    table = Table(
+        [
+            "the paper says",
+            "encoded as",
+            "what was compared (every test)",
+            "test shown",
+            "difference",
+            "95% interval",
+            "seeds",
+            "Holm p",
+            "verdict",
+        ],
+        [],
+    )
     for v in verdicts:
-        shown = "-" if v.difference is None else f"{100 * v.difference:+.2f}"
-        interval = "-" if v.interval is None else f"[{100 * v.interval[0]:+.2f}, {100 * v.interval[1]:+.2f}]"
+        unit = next((t.unit for t in v.tests if t.what == v.shown), "points")
+        scale, unit = (100, "points") if unit == "points" else (1, unit)
+        shown = "-" if v.difference is None else f"{scale * v.difference:+.{2 if scale == 100 else 4}f} {unit}"
+        interval = "-"
+        if v.interval is not None:
+            digits = 2 if scale == 100 else 4
+            interval = f"[{scale * v.interval[0]:+.{digits}f}, {scale * v.interval[1]:+.{digits}f}]"
         seeds = f"{v.seeds} ({'paired' if v.paired else 'Welch'})" if v.difference is not None else v.seeds or "-"
         p = "-" if v.p is None else f"{v.p:.3g}"
-        rows.append([v.quote, v.text, v.detail, shown, interval, seeds, p, v.verdict])
-        classes.append("no-effect" if v.verdict.startswith("no effect") else v.verdict.replace(" ", "-"))
-    header = [
-        "the paper says",
-        "encoded as",
-        "what was compared (every test)",
-        "difference (points)",
-        "95% interval (points)",
-        "seeds",
-        "Holm p",
-        "verdict",
-    ]
-    note = f"<p>Verdicts rest on the {html.escape(budget)} budget. " if budget else "<p>"
-    note += (
-        "A difference is the mean over seeds of the per-seed difference of the two sides (paired, the seeds being "
-        "shared) or a difference of means (Welch); the interval is its unadjusted 95% interval. Every test of the "
-        "report is one hypothesis in a Holm family (at 5%), so no setting is picked on the runs that test it. "
-        '"no effect within ±m": the equivalence test puts the difference within the spec\'s margin. Collapsed runs '
-        "(train accuracy far below plain SGD's) support nothing.</p>"
-    )
-    return note + _table(header, rows, classes)
+        table.rows.append([v.quote, v.text, v.detail, v.shown or "-", shown, interval, seeds, p, v.verdict])
+        table.classes.append("no-effect" if v.verdict.startswith("no effect") else v.verdict.replace(" ", "-"))
+    return table
 
 
 def _grid_text(table) -> str:
@@ -101,7 +124,7 @@ def _grid_text(table) -> str:
     return "; ".join(parts)
 
 
-def _groups_html(table) -> str:
+def _groups(table) -> Table:
     """Runs grouped by the config keys that differ (besides seed): mean ± std of best and final accuracy; where
     the runs recorded them, the early-stopped accuracy and the mean of the last 10 epochs; and each group's epoch
     time over plain SGD's."""
@@ -135,19 +158,19 @@ def _groups_html(table) -> str:
     header = [*keys, "seeds", "best test accuracy (%, mean ± std)", "final test accuracy (%)", *extra]
     header += ["epoch time ÷ plain SGD's (median)"] if not base.empty else []
     header += ["diverged"] if any_diverged else []
-    return _table(header, rows)
+    return Table(header, rows)
 
 
 def _mean_std(values) -> str:
     return f"{100 * values.mean():.2f} ± {100 * values.std(ddof=1) if len(values) > 1 else 0:.2f}"
 
 
-def _common_html(table) -> str:
+def _common(table) -> Table:
     same = {k: _fmt(table[k].iloc[0]) for k in _IDENTITY if k in table and table[k].astype(str).nunique() == 1}
-    return _table(["config key", "value (every run)"], [[k, v] for k, v in same.items()])
+    return Table(["config key", "value (every run)"], [[k, v] for k, v in same.items()])
 
 
-def _environment_html(store: Path, table) -> str:
+def _environment(store: Path, table) -> Table:
     seen: dict[tuple, int] = {}
     for run in table["run"]:
         path = store / run / "environment.json"
@@ -163,39 +186,90 @@ def _environment_html(store: Path, table) -> str:
             )
             seen[key] = seen.get(key, 0) + 1
     rows = [[d, t, (c or "-")[:12], th, p, g, n] for (d, t, c, th, p, g), n in seen.items()]
-    return _table(["device", "torch", "git commit", "threads", "precision", "runs in its group", "runs"], rows)
+    return Table(["device", "torch", "git commit", "threads", "precision", "runs in its group", "runs"], rows)
 
 
-def _section(folder: Path, figure_dir: Path) -> tuple[str, list[verdicts_.Verdict], Path | None]:
-    """The HTML of one sweep folder or run store, its verdicts and its figure."""
+def _section(folder: Path, figure: Path) -> Section:
+    """What the report says of one sweep folder or run store; its figure is drawn to `figure` (a PNG)."""
     sweep = folder / "sweep.json"
     spec, budget = None, None
     if sweep.exists():
         spec, budget = load_spec(folder / "spec.toml"), json.loads(sweep.read_text())["budget"]
     table = results_table(folder, spec, budget)
-    title = spec.title if spec else f"Runs in {folder}"
-    parts = [f"<h2>{html.escape(title)}</h2>"]
-    if budget:
-        parts.append(f'<p class="budget">{html.escape(BUDGET_NOTE[budget])}. Folder: <code>{folder}</code></p>')
-    if spec and spec.notes:
-        parts.append(f"<p><b>The spec's notes</b> (for every budget): {html.escape(spec.notes.strip())}</p>")
+    section = Section(
+        spec.title if spec else f"Runs in {folder}", folder, budget, spec.notes_for(budget) if spec else ""
+    )
     if table.empty:
-        parts.append("<p>No finished run yet.</p>")
-        return "\n".join(parts), [], None
+        return section
     if spec is None:
         varying = [k for k in _IDENTITY if table[k].astype(str).nunique() > 1]
         table["arm"] = [" ".join(f"{k}={_fmt(r[k])}" for k in varying) or r["kind"] for _, r in table.iterrows()]
-        spec = Spec(folder.name, title, "curves", (), {}, (), {})
-    parts.append(f"<p><b>What these runs hold</b>: {html.escape(_grid_text(table))}.</p>")
-    figure = draw(table, spec, budget or "", figure_dir / f"{spec.name}.png")
-    parts.append(_image(figure))
-    verdicts = verdicts_.judge(table, spec)
-    if verdicts:
-        parts.append("<h3>Claims</h3>" + _claims_html(verdicts, budget))
-    parts.append("<h3>Runs</h3>" + _groups_html(table))
-    parts.append("<h3>Shared configuration</h3>" + _common_html(table))
-    parts.append("<h3>Environment</h3>" + _environment_html(store_dir(folder), table))
-    return "\n".join(parts), verdicts, figure
+        spec = Spec(folder.name, section.title, "curves", (), {}, (), {})
+    section.holds = _grid_text(table)
+    section.figure = draw(table, spec, budget or "", figure)
+    section.verdicts = verdicts_.judge(table, spec)
+    if section.verdicts:
+        section.tables["Claims"] = _claims(section.verdicts)
+    section.tables["Runs"] = _groups(table)
+    section.tables["Shared configuration"] = _common(table)
+    section.tables["Environment"] = _environment(store_dir(folder), table)
+    return section
+
+
+def _html_table(t: Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in t.header)
+    body = []
+    for i, row in enumerate(t.rows):
+        cls = f' class="{t.classes[i]}"' if i < len(t.classes) and t.classes[i] else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _html(section: Section) -> str:
+    parts = [f"<h2>{html.escape(section.title)}</h2>"]
+    if section.budget:
+        note = BUDGET_NOTE[section.budget]
+        parts.append(f'<p class="budget">{html.escape(note)}. Folder: <code>{section.folder}</code></p>')
+    if section.notes:
+        parts.append(f"<p><b>The spec's notes</b>: {html.escape(section.notes)}</p>")
+    if not section.holds:
+        parts.append("<p>No finished run yet.</p>")
+        return "\n".join(parts)
+    parts.append(f"<p><b>What these runs hold</b>: {html.escape(section.holds)}.</p>")
+    if section.figure is not None:
+        parts.append(_image(section.figure))
+    for name, table in section.tables.items():
+        note = f"<p>{html.escape(CLAIMS_NOTE)}</p>" if name == "Claims" else ""
+        parts.append(f"<h3>{name}</h3>{note}{_html_table(table)}")
+    return "\n".join(parts)
+
+
+def _md_cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(table: Table) -> list[str]:
+    lines = ["| " + " | ".join(map(_md_cell, table.header)) + " |", "|" + "---|" * len(table.header)]
+    return lines + ["| " + " | ".join(map(_md_cell, row)) + " |" for row in table.rows]
+
+
+def _markdown(section: Section, figure_link: str | None) -> str:
+    lines = [f"# {section.title}", ""]
+    if section.budget:
+        lines += [f'!!! note "{BUDGET_NOTE[section.budget]}"', f"    Folder: `{section.folder}`", ""]
+    if section.notes:
+        lines += ["**The spec's notes**: " + " ".join(section.notes.split()), ""]
+    if not section.holds:
+        return "\n".join([*lines, "No finished run yet.", ""])
+    lines += [f"**What these runs hold**: {section.holds}.", ""]
+    if figure_link:
+        lines += [f"![{section.title}]({figure_link})", ""]
+    for name, table in section.tables.items():
+        lines += [f"## {name}", ""]
+        if name == "Claims":
+            lines += [CLAIMS_NOTE, ""]
+        lines += [*_md_table(table), ""]
+    return "\n".join(lines)
 
 
 def _sweeps_in(folder: Path) -> list[Path]:
@@ -205,33 +279,78 @@ def _sweeps_in(folder: Path) -> list[Path]:
     return sweeps_in(folder) or [folder]
 
 
-def write_report(folders: list[str | Path], path: str | Path) -> tuple[Path, list[verdicts_.Verdict], list[Path]]:
-    """Write the report of `folders` to `path` (figures beside it as PNG too); returns (path, verdicts, figures)."""
-    path = Path(path)
-    for folder in map(Path, folders):  # before anything is written: the report's folder may be one of them
+def _check_folders(folders: list[str | Path]) -> list[Path]:
+    """Each sweep the folders hold, checked before anything is written (the output may be one of them)."""
+    for folder in map(Path, folders):
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"{folder} is not a folder: give sweep folders (pleat reproduce's results, e.g. results/fig3-quick) "
                 "or run stores (pleat train's runs/)"
             )
+    return [sweep for f in folders for sweep in _sweeps_in(Path(f))]
+
+
+def _figure_path(folder: Path, out_dir: Path) -> Path:
+    """A sweep's figure: in its own folder as FIGURE.png (what `pleat reproduce` writes), elsewhere named by the
+    sweep folder, so that the figures of fig3-quick and fig3-decisive never overwrite each other."""
+    if out_dir.resolve() == folder.resolve():
+        sweep = folder / "sweep.json"
+        name = json.loads(sweep.read_text())["spec"] if sweep.exists() else folder.name
+        return folder / f"{name}.png"
+    return out_dir / f"{folder.resolve().name}.png"
+
+
+def write_report(folders: list[str | Path], path: str | Path) -> tuple[Path, list[verdicts_.Verdict], list[Path]]:
+    """Write the report of `folders` to `path` (figures beside it as PNG too); returns (path, verdicts, figures)."""
+    path = Path(path)
+    sweeps = _check_folders(folders)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sections, verdicts, figures = [], [], []
-    for folder in (sweep for f in folders for sweep in _sweeps_in(Path(f))):
-        body, found, figure = _section(folder, path.parent)
-        sections.append(body)
-        verdicts += found
-        figures += [figure] if figure else []
+    sections = [_section(folder, _figure_path(folder, path.parent)) for folder in sweeps]
     page = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>pleat report</title>"
         f"<style>{STYLE}</style></head><body><h1>pleat report</h1>"
         "<p>Partial local entropy (Musso, arXiv 2007.09091): each figure with the paper's claims beside what these "
         "runs show. Bands and ± are one standard deviation over seeds; intervals are 95% intervals of a "
         "difference: paired over the seeds two arms share, Welch's otherwise.</p>"
-        + "\n".join(sections)
+        + "\n".join(_html(s) for s in sections)
         + "</body></html>"
     )
     path.write_text(page)
-    return path, verdicts, figures
+    verdicts = [v for s in sections for v in s.verdicts]
+    return path, verdicts, [s.figure for s in sections if s.figure is not None]
+
+
+def write_markdown(folders: list[str | Path], out_dir: str | Path) -> list[Path]:
+    """The results pages of the documentation: one Markdown page and one figure per sweep (named by its folder),
+    and index.md, a table of every claim's verdict. Returns the pages written."""
+    out_dir = Path(out_dir)
+    sweeps = _check_folders(folders)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pages, index = (
+        [],
+        [
+            "# Results",
+            "",
+            "Generated from the committed run stores in `results/` by `pleat report results/ --markdown docs/results`;",
+            "a test fails when these pages and the runs disagree. Each sweep's claims with their verdicts and the test",
+            "behind each; its page has the paper's sentences, every test, the runs, the figure and the environment.",
+            "",
+        ],
+    )
+    for folder in sweeps:
+        name = folder.resolve().name
+        section = _section(folder, out_dir / f"{name}.png")
+        pages.append(out_dir / f"{name}.md")
+        pages[-1].write_text(_markdown(section, section.figure.name if section.figure is not None else None))
+        index += [f"## [{name}]({name}.md)", "", f"{section.title}. {section.holds or 'No finished run yet'}.", ""]
+        if "Claims" in section.tables:
+            claims = section.tables["Claims"]
+            keep = [claims.header.index(h) for h in ("encoded as", "test shown", "difference", "95% interval")]
+            table = Table([claims.header[i] for i in keep] + ["verdict"], [])
+            table.rows = [[row[i] for i in keep] + [row[-1]] for row in claims.rows]
+            index += [*_md_table(table), ""]
+    (out_dir / "index.md").write_text("\n".join(index))
+    return [out_dir / "index.md", *pages]
 
 
 def write_sweep_report(out: str | Path) -> dict:

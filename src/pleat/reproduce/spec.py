@@ -73,6 +73,17 @@ class Spec:
     def seeds(self, budget: str) -> int:
         return int(self.budgets[budget].get("seeds", 3))
 
+    def notes_for(self, budget: str | None) -> str:
+        """The notes that hold at every budget, and `budget`'s own: a line that begins "Decisive budget" (or
+        Smoke, Quick, Paper) begins the notes of that budget, which run to the next such line or the end."""
+        kept, owner = [], None
+        for line in self.notes.strip().splitlines():
+            first = line.split(" budget", 1)[0].lower() if " budget" in line[:16] else None
+            owner = first if first in BUDGETS else owner
+            if owner is None or owner == budget:
+                kept.append(line)
+        return "\n".join(kept)
+
 
 def available() -> list[str]:
     """Names of the specs shipped with pleat, the paper's figures first."""

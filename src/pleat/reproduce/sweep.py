@@ -55,7 +55,7 @@ def reproduce(
     if executor == "ray":
         executors.check_address(address)
     workers = workers or default_workers()
-    out = Path(out or Path("results") / f"{spec.name}-{budget}")
+    out = Path(out or Path("pleat-results") / f"{spec.name}-{budget}")  # not beside a checkout's results/
     runs = expand(spec, budget, seeds, out_dir=str(out / "runs"), data_dir=data_dir, device=device, progress=False)
     taken = reusable(spec, budget, runs, out)
     if taken:
@@ -69,7 +69,7 @@ def reproduce(
     todo = [r for r in todo if r not in elsewhere]
     regimes = list(dict.fromkeys(r.regime for r in runs))
     # regime by regime, seed by seed, cheapest first: a sweep cut short leaves complete paired sets
-    todo.sort(key=lambda r: (regimes.index(r.regime), r.config.seed, estimate_seconds(r)))
+    todo.sort(key=lambda r: (regimes.index(r.regime), r.config.seed, estimate_seconds(r.config)))
     keys = swept(runs)
     parallel = workers if executor == "local" else max(1, int(executors.cores() // cpus_per_task))
     estimate = sum(seconds_left(r) for r in todo)  # the workers share the machine's cores

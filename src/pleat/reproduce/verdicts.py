@@ -47,6 +47,7 @@ class Verdict:
     p: float | None = None  # Holm-adjusted p-value of the test shown
     paired: bool = False
     tests: tuple[Test, ...] = field(default_factory=tuple)
+    shown: str = ""  # which test the difference, interval, seeds and p belong to
 
 
 # Judging: Holm over the report, then each test's verdict, then each claim's
@@ -188,6 +189,7 @@ def judge(table, spec) -> list[Verdict]:
                 _decisive_p(shown) if shown else None,
                 bool(shown and shown.estimate and shown.estimate.paired),
                 tuple(ts),
+                shown.what if shown else "",
             )
         )
     collapsed = []

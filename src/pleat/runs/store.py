@@ -122,6 +122,14 @@ class RunStore:
         self.config = config
         self.dir = Path(config.out_dir) / config.key()
 
+    @classmethod
+    def at(cls, run_dir: str | os.PathLike) -> RunStore:
+        """The store of an existing run folder, to read and verify (wherever the folder has moved since)."""
+        store = cls.__new__(cls)
+        store.config = Config.from_dict(json.loads((Path(run_dir) / "config.json").read_text()))
+        store.dir = Path(run_dir)
+        return store
+
     @property
     def finished(self) -> bool:
         return (self.dir / "result.json").exists()
@@ -204,23 +212,38 @@ class RunStore:
         A damaged latest checkpoint falls back, with a warning, to the one before it; with none intact the run
         raises CorruptRun.
         """
-        pointer = self._pointer()
+        pointer, damage = self._intact()
         if pointer is None:
             return None
+        if damage:
+            warnings.warn(damage, stacklevel=2)
+        return torch.load(io.BytesIO(self._verified(pointer)), map_location=device, weights_only=True)
+
+    def intact_epoch(self) -> tuple[int | None, str]:
+        """The epoch a resume starts from (None: no checkpoint yet) and, when the latest checkpoint is damaged,
+        what is wrong with it. Reads and verifies the files, loads nothing; raises CorruptRun when none is intact."""
+        pointer, damage = self._intact()
+        return (None if pointer is None else int(pointer["epoch"])), damage
+
+    def _intact(self) -> tuple[dict | None, str]:
+        """The pointer of the newest checkpoint that verifies, and the damage of a newer one skipped ("" if none)."""
+        pointer = self._pointer()
+        if pointer is None:
+            return None, ""
         try:
-            return self._load(pointer, device)
+            self._verified(pointer)
+            return pointer, ""
         except CorruptRun as e:
             previous = pointer.get("previous")
             if not previous:
                 raise
             try:
-                state = self._load(previous, device)
+                self._verified(previous)
             except CorruptRun:
                 raise e from None
-            warnings.warn(f"{e}; resuming from {previous['checkpoint']} instead", stacklevel=2)
-            return state
+            return previous, f"{str(e).split('; delete ')[0]}; resuming from {previous['checkpoint']} instead"
 
-    def _load(self, pointer: dict, device: torch.device) -> dict:
+    def _verified(self, pointer: dict) -> bytes:
         path = self.dir / pointer["checkpoint"]
         if not path.exists():
             raise CorruptRun(f"{path} named by state.json is missing; delete {self.dir} to train the run again")
@@ -229,7 +252,7 @@ class RunStore:
             raise CorruptRun(
                 f"{path} fails its sha256 check (truncated or altered); delete {self.dir} to train the run again"
             )
-        return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+        return data
 
     def rewrite_metrics(self, records: list[dict]) -> None:
         """Make metrics.jsonl hold exactly `records` (those of the checkpoint a resumed run starts from)."""
@@ -297,6 +320,8 @@ def runs(out_dir: str | os.PathLike = "runs"):
             metrics = read_metrics(run_dir / "metrics.jsonl")
             done = (run_dir / "result.json").exists()
             row["status"] = "finished" if done else "training" if training(run_dir) else "interrupted"
+            if row["status"] == "interrupted":  # resumable only if a checkpoint verifies (or none was written yet)
+                RunStore.at(run_dir).intact_epoch()
         except CorruptRun as e:
             metrics, row["status"], row["error"] = [], "corrupt", str(e)
         row["epochs_done"] = len(metrics)
