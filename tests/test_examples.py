@@ -19,11 +19,14 @@ def run_example(name: str, *argv: str):
         sys.path.remove(str(ROOT / "examples"))
 
 
-def test_the_readme_api_example_runs_as_written():
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"## The API in five minutes\n\n```python\n(.*?)```", text, re.S).group(1)
+@pytest.mark.parametrize(
+    "page, heading", [("README.md", "## In your own training loop"), ("docs/tutorials/training-loop.md", "# Your own")]
+)
+def test_the_api_examples_run_as_written(page, heading):
+    text = (ROOT / page).read_text()
+    block = re.search(re.escape(heading) + r".*?```python\n(.*?)```", text, re.S).group(1)
     namespace: dict = {}
-    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    exec(compile(block, page, "exec"), namespace)  # noqa: S102 - the page's own code
     assert namespace["obj"].last.losses.shape == (5,)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Write the documentation's results pages (docs/results/) from the runs git tracks in results/: a sweep in progress
 # has finished runs not yet committed, and the pages must be what a clean clone's runs say
-# (tests/reproduce/test_docs.py fails when they are not).
+# (tests/test_docs.py fails when they are not).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)

@@ -3,6 +3,7 @@
 from pleat.core.kernels import Box, Gaussian, Kernel, soft_box_distance
 from pleat.core.objective import Last, PartialLocalEntropy, aggregate
 from pleat.core.radii import Relative, relative
+from pleat.core.sam import SAM
 from pleat.core.select import select, weight_layers
 from pleat.probes.flatness import FlatnessProfile, flatness_profile, hutchinson_traces
 from pleat.probes.profile import Profile, profile
@@ -23,6 +24,7 @@ __all__ = [
     "Profile",
     "Regimes",
     "Relative",
+    "SAM",
     "aggregate",
     "flatness_profile",
     "hutchinson_traces",

@@ -108,3 +108,9 @@ def test_a_loaded_state_reaches_the_base_optimizer():
     _sam_steps(resumed, again, batches[3:])
     for p, q in zip(resumed.parameters(), whole.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-15)
+
+
+def test_sam_is_part_of_the_public_api():
+    import pleat
+
+    assert pleat.SAM is SAM and "SAM" in pleat.__all__

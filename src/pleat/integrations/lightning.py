@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
+from pleat.core.select import LayerSpec
 from pleat.integrations import as_metrics
 from pleat.probes.regimes import Regimes, regimes
 from pleat.probes.temperature import LayerTemperature
@@ -26,7 +27,9 @@ class LayerTemperatureCallback(pl.Callback):
         every_n_steps: window length in optimiser steps; None: one window per epoch.
     """
 
-    def __init__(self, layers=None, estimator: str = "layer", every_n_steps: int | None = None):
+    def __init__(
+        self, layers: LayerSpec | list | None = None, estimator: str = "layer", every_n_steps: int | None = None
+    ):
         self.layers, self.estimator, self.every_n_steps = layers, estimator, every_n_steps
         self.probe: LayerTemperature | None = None
         self.steps: list[float] = []  # the global step at which each window closed

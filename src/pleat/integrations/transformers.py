@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import transformers
 
+from pleat.core.select import LayerSpec
 from pleat.integrations import as_metrics
 from pleat.probes.regimes import Regimes, regimes
 from pleat.probes.temperature import LayerTemperature
@@ -30,7 +31,7 @@ class LayerTemperatureCallback(transformers.TrainerCallback):
         estimator: "layer" or "weight" (see `pleat.LayerTemperature`).
     """
 
-    def __init__(self, layers=None, estimator: str = "layer"):
+    def __init__(self, layers: LayerSpec | list | None = None, estimator: str = "layer"):
         self.layers, self.estimator = layers, estimator
         self.probe: LayerTemperature | None = None
         self.steps: list[float] = []

@@ -86,7 +86,7 @@ def preserved(model: nn.Module, training: bool | None = None) -> Iterator[None]:
 def hutchinson_traces(
     model: nn.Module,
     loss_fn: Callable[..., Tensor],
-    data,
+    data: tuple | Iterable[tuple],
     layers: LayerSpec | list | None = None,
     probes: int = 8,
     generator: torch.Generator | None = None,
@@ -127,7 +127,7 @@ def _hutchinson_traces(model, loss_fn, data, layers, probes, generator) -> dict[
 def flatness_profile(
     model: nn.Module,
     loss_fn: Callable[..., Tensor],
-    data,
+    data: tuple | Iterable[tuple],
     *,
     subsets: Iterable[LayerSpec | list | None] | None = None,
     radii: Iterable[float],

@@ -9,7 +9,7 @@ same rise: isotropy in the loss, not in the weights. The result is a radius mapp
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,7 @@ from pleat.probes.flatness import hutchinson_traces
 def scope(
     model: nn.Module,
     loss_fn: Callable[..., Tensor],
-    data,
+    data: tuple | Iterable[tuple],
     layers: LayerSpec | list | None,
     *,
     rise: float,
