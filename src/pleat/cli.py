@@ -197,8 +197,7 @@ def _report(args) -> int:
     from pleat.reproduce.report import write_markdown, write_report
 
     if args.markdown:
-        written = write_markdown(args.dirs, args.markdown)
-        _say_rewritten(written)
+        written = write_markdown(args.dirs, args.markdown)  # pages meant to be rewritten: git diff shows changes
         print(f"results pages {args.markdown}: {len(written)} pages")
         return 0
     first = Path(args.dirs[0])

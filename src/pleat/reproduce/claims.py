@@ -22,13 +22,13 @@ from pleat.reproduce.findings import (
     describe,
     empty,
     hidden_layers,
-    name,
     plain,
     radii,
     radius_label,
     settings_in,
     smoothed,
     subset,
+    subset_name,
     versus,
 )
 
@@ -163,11 +163,11 @@ def _curve_ends(table, layers):
     if len(rs) == 1:
         return (plain(table), "plain SGD (R = 0)"), (
             at_radius(curve, rs[0]),
-            f"{name(layers)} at {radius_label(rs[0])}",
+            f"{subset_name(layers)} at {radius_label(rs[0])}",
         )
-    return (at_radius(curve, rs[0]), f"{name(layers)} at {radius_label(rs[0])}"), (
+    return (at_radius(curve, rs[0]), f"{subset_name(layers)} at {radius_label(rs[0])}"), (
         at_radius(curve, rs[-1]),
-        f"{name(layers)} at {radius_label(rs[-1])}",
+        f"{subset_name(layers)} at {radius_label(rs[-1])}",
     )
 
 
@@ -185,14 +185,14 @@ def rise_then_degrade(table, spec) -> Finding:
         for r in rs[1:-1]:
             mid = at_radius(curve, r)
             rise = versus(
-                f"{name(layers)} at {radius_label(r)} against {radius_label(rs[0])}",
+                f"{subset_name(layers)} at {radius_label(r)} against {radius_label(rs[0])}",
                 mid,
                 at_radius(curve, rs[0]),
                 +1,
                 spec,
             )
             fall = versus(
-                f"{name(layers)} at {radius_label(r)} against {radius_label(rs[-1])}",
+                f"{subset_name(layers)} at {radius_label(r)} against {radius_label(rs[-1])}",
                 mid,
                 at_radius(curve, rs[-1]),
                 +1,
@@ -224,7 +224,7 @@ def single_layer_saturates(table, spec) -> Finding:
         low = at_radius(curve, rs[0])
         improves = tuple(
             versus(
-                f"{name(layers)} at {radius_label(r)} against {radius_label(rs[0])}",
+                f"{subset_name(layers)} at {radius_label(r)} against {radius_label(rs[0])}",
                 at_radius(curve, r),
                 low,
                 +1,
@@ -234,7 +234,7 @@ def single_layer_saturates(table, spec) -> Finding:
             for r in rs[1:]
         )
         end = versus(
-            f"{name(layers)} at {radius_label(rs[-1])} against {radius_label(rs[-2])}",
+            f"{subset_name(layers)} at {radius_label(rs[-1])} against {radius_label(rs[-2])}",
             at_radius(curve, rs[-1]),
             at_radius(curve, rs[-2]),
             +1,
@@ -294,11 +294,11 @@ def _is_best(table, spec, winner: tuple, rivals: list[tuple], rs: list[float]) -
         at = at_radius(table, r)
         for rival in rivals:
             if not subset(at, *winner).empty and not subset(at, *rival).empty:
-                what = f"{name(winner)} against {name(rival)} at {radius_label(r)}"
+                what = f"{subset_name(winner)} against {subset_name(rival)} at {radius_label(r)}"
                 tests.append(versus(what, subset(at, *winner), subset(at, *rival), +1, spec, plain(table)))
     if not tests:
-        return empty(f"needs {name(winner)} and a rival at a common R")
-    return Finding("best", tuple(tests), f"{name(winner)} never behind another subset, ahead of some")
+        return empty(f"needs {subset_name(winner)} and a rival at a common R")
+    return Finding("best", tuple(tests), f"{subset_name(winner)} never behind another subset, ahead of some")
 
 
 @claim(
@@ -357,7 +357,7 @@ def isotropic_worst_large_r(table, spec) -> Finding:
     at = at_radius(table, rs[-1])
     tests = [
         versus(
-            f"{name(s)} against {{1,2,3}} at {radius_label(rs[-1])}",
+            f"{subset_name(s)} against {{1,2,3}} at {radius_label(rs[-1])}",
             subset(at, *s),
             subset(at, 1, 2, 3),
             +1,
@@ -404,7 +404,7 @@ def single_deep_best_large_r(table, spec) -> Finding:
 )
 def deeper_profit_more(table, spec) -> Finding:
     tests = [
-        versus(f"{name(s)} against {{1}}, averaged over R", subset(table, *s), subset(table, 1), +1, spec)
+        versus(f"{subset_name(s)} against {{1}}, averaged over R", subset(table, *s), subset(table, 1), +1, spec)
         for s in ((2,), (3,))
         if not subset(table, *s).empty and not subset(table, 1).empty
     ]
@@ -424,7 +424,7 @@ def y8_matches_y4(table, spec) -> Finding:
     runs = smoothed(table)
     tests = [
         versus(
-            f"y = 8 against y = 4 on {name(s)}, averaged over R",
+            f"y = 8 against y = 4 on {subset_name(s)}, averaged over R",
             rows[rows["samples"] == 8],
             rows[rows["samples"] == 4],
             0,
@@ -613,7 +613,7 @@ def pla_plea_analogous(table, spec) -> Finding:
     pla, plea = table[table["kind"] == "pla"], table[table["kind"] == "plea"]
     tests = tuple(
         versus(
-            f"PLEA against PLA on {name(layers)} at {radius_label(r)}",
+            f"PLEA against PLA on {subset_name(layers)} at {radius_label(r)}",
             rows,
             pla[(pla["radius"] == r) & (pla["layers"] == layers)],
             0,

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from pleat.probes.plots import draw_temperature, new_figure
-from pleat.reproduce.findings import hidden_layers
+from pleat.reproduce.findings import hidden_layers, subset_name
 from pleat.runs.config import radius_text
 
 BUDGET_NOTE = {
@@ -19,10 +19,6 @@ BUDGET_NOTE = {
     "decisive": "decisive budget: the paper's protocol, settings fixed in advance",
     "paper": "paper budget: the paper's protocol",
 }
-
-
-def subset_name(layers) -> str:
-    return "{" + ",".join(str(x) for x in layers) + "}"
 
 
 def rgb(layers) -> tuple[float, float, float]:

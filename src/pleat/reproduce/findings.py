@@ -177,7 +177,7 @@ def plain(table):
     return table[(table["kind"] == "none") & (table["weight_decay"] == 0)]
 
 
-def name(layers) -> str:
+def subset_name(layers) -> str:
     """{1,2}; no layers (SAM on every parameter): all."""
     return "{" + ",".join(str(x) for x in layers) + "}" if len(layers) else "all"
 
@@ -205,7 +205,7 @@ def describe(setting: dict) -> str:
     parts = []
     for k, v in setting.items():
         if k == "layers":
-            parts.append(name(v))
+            parts.append(subset_name(v))
         elif k == "radius":
             parts.append(radius_label(v))
         elif k == "samples":

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pleat.reproduce import verdicts as verdicts_
-from pleat.reproduce.figures import BUDGET_NOTE, draw, subset_name
-from pleat.reproduce.findings import cost_ratio, per_row, plain
+from pleat.reproduce.figures import BUDGET_NOTE, draw
+from pleat.reproduce.findings import cost_ratio, per_row, plain, subset_name
 from pleat.reproduce.results import results_table, store_dir, sweeps_in
 from pleat.reproduce.spec import Spec, load_spec
 from pleat.runs.config import radius_text

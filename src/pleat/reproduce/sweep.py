@@ -18,6 +18,7 @@ from pleat.reproduce.estimate import estimate_seconds, in_time, seconds_left, wo
 from pleat.reproduce.progress import duration, follow, print_plan
 from pleat.reproduce.report import write_sweep_report
 from pleat.reproduce.spec import Run, Spec, expand, load_spec, swept
+from pleat.runs.lifecycle import resolve_device
 from pleat.runs.store import RunStore, training
 
 
@@ -75,7 +76,11 @@ def reproduce(
     estimate = sum(seconds_left(r) for r in todo)  # the workers share the machine's cores
     configs = [r.config for r in todo]
     if vectorise:
-        jobs = packing.pack(configs, packing.memory_budget(_device(device)) // parallel, parts=parallel)
+        jobs = packing.pack(
+            configs,
+            packing.memory_budget(resolve_device("auto").type if device == "auto" else device) // parallel,
+            parts=parallel,
+        )
     else:
         jobs = [[c] for c in configs]
     later: list[Run] = []
@@ -159,12 +164,6 @@ def _import(runs: list[Run], found: dict[str, Path]) -> None:
         result = json.loads((theirs / "result.json").read_text())
         result.pop("run", None)
         import_run(run.config, env, read_metrics(theirs / "metrics.jsonl"), result)
-
-
-def _device(device: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
 def default_workers() -> int:
