@@ -59,7 +59,9 @@ def test_the_front_pages_numbers_are_the_generated_results():
     for page in (ROOT / "README.md", DOCS / "index.md"):
         text = " ".join(page.read_text().split())
         for quoted in ("+1.01 points [+0.80, +1.22]", "+0.01 points [-0.04, +0.06]"):
-            assert quoted in text and quoted in fig3, f"{page.name} quotes {quoted}, which results/fig3-decisive does not"
+            assert quoted in text and quoted in fig3, (
+                f"{page.name} quotes {quoted}, which results/fig3-decisive does not"
+            )
 
 
 def test_the_readme_is_a_front_page_with_the_two_set_up_commands():

@@ -211,6 +211,21 @@ def _report(args) -> int:
     return 0
 
 
+def _torchvision_mismatch() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    try:
+        vision = version("torchvision")
+    except PackageNotFoundError:
+        vision = "?"
+    return (
+        f"torchvision {vision} was not built for torch {torch.__version__}: install the pair from one index, e.g. "
+        "pip install --force-reinstall torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+    )
+
+
 def _is_store(folder: Path) -> bool:
     """A run store: run folders (config.json inside), not a folder of sweeps."""
     return any((p / "config.json").exists() for p in folder.glob("*")) if folder.is_dir() else False
@@ -335,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
             "pip install 'torch-pleat[train]'",
             file=sys.stderr,
         )
+        return 2
+    except RuntimeError as e:  # torchvision built for another torch fails at import with an operator error
+        if "torchvision::" not in str(e):
+            raise
+        print(f"pleat: error: {_torchvision_mismatch()} ({e})", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`pleat ... | head`): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -595,3 +595,16 @@ def test_a_missing_extra_is_named_with_the_install_command(capsys, monkeypatch):
     assert main(["runs", "/nonexistent"]) == 2
     err = capsys.readouterr().err
     assert "needs scipy" in err and "pip install 'torch-pleat[train]'" in err and "Traceback" not in err
+
+
+def test_a_torch_torchvision_mismatch_is_named_with_the_fix(capsys, monkeypatch):
+    import pleat.cli
+
+    def mismatched(args):
+        raise RuntimeError("operator torchvision::nms does not exist")
+
+    monkeypatch.setattr(pleat.cli, "_runs", mismatched)
+    assert main(["runs", "."]) == 2
+    err = capsys.readouterr().err
+    assert "was not built for torch" in err and "--index-url" in err and "torchvision::nms" in err
+    assert len(err.strip().splitlines()) == 1
