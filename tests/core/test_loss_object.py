@@ -91,3 +91,14 @@ def test_a_compiled_model_gives_the_same_losses(engine):
         loss = compiled(x, t)
     torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(compiled.last.losses, plain.last.losses, rtol=1e-12, atol=1e-12)
+
+
+def test_the_centre_loss_is_a_reading_not_a_graph():
+    model = mlp()
+    x, t = batch(model)
+    obj = smooth(model, layers=[2], radius=0.1, samples=2, seed=0)
+    obj(x, t)
+    assert not obj.last.centre_loss.requires_grad
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # float() of a tensor that keeps its graph warns
+        float(obj.last.centre_loss)

@@ -608,3 +608,10 @@ def test_a_torch_torchvision_mismatch_is_named_with_the_fix(capsys, monkeypatch)
     err = capsys.readouterr().err
     assert "was not built for torch" in err and "--index-url" in err and "torchvision::nms" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_pleat_runs_help_describes_its_argument(capsys):
+    with pytest.raises(SystemExit):
+        main(["runs", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "a run store or a sweep folder (default runs)" in text
