@@ -251,7 +251,7 @@ def test_a_config_string_is_the_same_radius_in_the_loss_object():
     torch.testing.assert_close(losses("relative:0.05"), losses(pleat.relative(0.05)), rtol=0, atol=0)
     weight = losses(pleat.relative(0.05, per="weight"))
     torch.testing.assert_close(losses("relative-weight:0.05"), weight, rtol=0, atol=0)
-    with pytest.raises(ValueError, match=r"radius=pleat.scope\(model, loss_fn, batches, layers, rise=0.01\)"):
+    with pytest.raises(ValueError, match=r"radius=pleat.scope\(model, loss_fn, data, layers, rise=0.01\)"):
         pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1], radius="scoped:0.01")
     with pytest.raises(ValueError, match="a string must read relative:RHO"):
         pleat.PartialLocalEntropy(model, F.cross_entropy, layers=[1], radius="0.01")
