@@ -68,3 +68,20 @@ def test_every_submodule_is_reachable_as_an_attribute():
         module = importlib.import_module(info.name)
         owner = importlib.import_module(info.name.rsplit(".", 1)[0])
         assert getattr(owner, info.name.rsplit(".", 1)[1]) is module, f"{info.name} is hidden by a re-export"
+
+
+def test_one_vocabulary_across_the_public_functions():
+    """The data is `data`, a Hutchinson count `probes`, several subsets `subsets` (docs/reference/api.md)."""
+    import inspect
+
+    for name in pleat.__all__:
+        obj = getattr(pleat, name)
+        if not callable(obj):
+            continue
+        try:
+            params = set(inspect.signature(obj).parameters)
+        except (TypeError, ValueError):
+            continue
+        assert not params & {"batches", "hutchinson"}, f"pleat.{name}: {sorted(params)}"
+        if "data" in params or "probes" in params:
+            assert "generator" in params, f"pleat.{name} draws without a generator= argument"
