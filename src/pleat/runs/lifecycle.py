@@ -1,5 +1,6 @@
-"""A run's lifecycle around its training: device, data, initial network and optimiser, draws of randomness,
-resume, checkpoint, metrics records and result (see `pleat.runs.store`). The training itself is `pleat.runs.train`."""
+"""A run's lifecycle around its training, in five groups: its randomness, its device and precision, what it starts
+from (data, network, optimiser), what each epoch leaves (record, checkpoint, logs; see `pleat.runs.store`), and how
+it ends (divergence, early stopping, result). The training itself is `pleat.runs.train`."""
 
 from __future__ import annotations
 
@@ -18,18 +19,32 @@ from pleat.runs.config import Config
 from pleat.runs.models import build
 from pleat.runs.store import RunStore
 
-
-def learning_rate(config: Config, epoch: int) -> float:
-    """The learning rate of epoch `epoch` (0-based): constant, or cosine from lr down to 0 over the epochs."""
-    if config.schedule == "cosine":
-        return config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
-    return config.lr
+# --- the run's randomness: every draw derives from its seed, so a run resumed or regrouped draws the same
 
 
 def derive(seed: int, *tags) -> int:
     """A 63-bit seed for one purpose (noise, shuffling of an epoch, augmentation of a step) from the run's seed."""
     digest = hashlib.sha256(repr((seed, *tags)).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def noise_generator(config: Config, device: torch.device) -> torch.Generator:
+    """The generator of the run's perturbations (pla, plea, noise), on the training device."""
+    return torch.Generator(device).manual_seed(derive(config.seed, "noise"))
+
+
+def epoch_order(config: Config, n: int, epoch: int) -> Tensor:
+    """The run's shuffle of its n training examples in `epoch` (0-based), on the CPU."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(derive(config.seed, "shuffle", epoch)))
+
+
+def batch(config: Config, data: datasets.Dataset, index: Tensor, epoch: int, step: int) -> tuple[Tensor, Tensor]:
+    """The examples `index` of the training set, augmented as the run's step `step` of `epoch` draws."""
+    x = data.augment(data.x_train[index], derive(config.seed, "augment", epoch, step))
+    return x, data.y_train[index]
+
+
+# --- device and precision
 
 
 def resolve_device(name: str) -> torch.device:
@@ -41,12 +56,36 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def progress(iterable, enabled: bool, **kwargs):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
+PRECISIONS = {
+    "float32": "float32",
+    "float64": "float64",
+    "bfloat16": "float32 weights, bfloat16 autocast",
+    "tf32": "float32 weights, TF32 matmuls and convolutions on CUDA",
+}
 
-    return tqdm(iterable, **kwargs)
+
+def parameter_dtype(config: Config) -> torch.dtype:
+    return torch.float64 if config.dtype == "float64" else torch.float32
+
+
+def autocast_for(config: Config, device: torch.device):
+    """A context factory: bfloat16 autocast for dtype = bfloat16, TF32 matmuls and convolutions for tf32 (CUDA
+    only; the flags are restored on exit), else nothing."""
+    if config.dtype == "bfloat16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    if config.dtype == "tf32" and device.type == "cuda":
+        return _tf32
+    return contextlib.nullcontext
+
+
+@contextlib.contextmanager
+def _tf32():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def loss_precision(out: Tensor) -> Tensor:
@@ -54,14 +93,7 @@ def loss_precision(out: Tensor) -> Tensor:
     return out if out.dtype == torch.float64 else out.float()
 
 
-def check_layers(config: Config) -> None:
-    """Raise ValueError (listing the model's layers) when `config.layers` selects nothing of its model: built on
-    the meta device, so that the check costs no memory and no data."""
-    if config.kind == "none" or (config.kind == "sam" and not config.layers):
-        return
-    with torch.device("meta"):
-        model = build(config.model, config.activation)
-    select(model, list(config.layers))
+# --- what a run starts from: data, network, optimiser, schedule
 
 
 def load_data(config: Config, device: torch.device) -> datasets.Dataset:
@@ -99,36 +131,14 @@ def noisy_labels(config: Config, labels: Tensor, classes: int) -> Tensor:
     return noisy.to(labels.device)
 
 
-def parameter_dtype(config: Config) -> torch.dtype:
-    return torch.float64 if config.dtype == "float64" else torch.float32
-
-
-def autocast_for(config: Config, device: torch.device):
-    """A context factory: bfloat16 autocast for dtype = bfloat16, TF32 matmuls and convolutions for tf32 (CUDA
-    only; the flags are restored on exit), else nothing."""
-    if config.dtype == "bfloat16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    if config.dtype == "tf32" and device.type == "cuda":
-        return _tf32
-    return contextlib.nullcontext
-
-
-PRECISIONS = {
-    "float32": "float32",
-    "float64": "float64",
-    "bfloat16": "float32 weights, bfloat16 autocast",
-    "tf32": "float32 weights, TF32 matmuls and convolutions on CUDA",
-}
-
-
-@contextlib.contextmanager
-def _tf32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+def check_layers(config: Config) -> None:
+    """Raise ValueError (listing the model's layers) when `config.layers` selects nothing of its model: built on
+    the meta device, so that the check costs no memory and no data."""
+    if config.kind == "none" or (config.kind == "sam" and not config.layers):
+        return
+    with torch.device("meta"):
+        model = build(config.model, config.activation)
+    select(model, list(config.layers))
 
 
 def init_model(config: Config, device: torch.device) -> torch.nn.Module:
@@ -140,20 +150,26 @@ def init_model(config: Config, device: torch.device) -> torch.nn.Module:
     return model.to(device=device, dtype=parameter_dtype(config))
 
 
-def noise_generator(config: Config, device: torch.device) -> torch.Generator:
-    """The generator of the run's perturbations (pla, plea, noise), on the training device."""
-    return torch.Generator(device).manual_seed(derive(config.seed, "noise"))
+def optimizer_for(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with the config's learning rate, momentum (no Nesterov) and weight decay; for kind sam wrapped in
+    `pleat.core.sam.SAM`, whose ascent perturbs the parameters of `layers` (every parameter when `layers` is empty)."""
+    sgd: dict = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=False)
+    if config.kind != "sam":
+        return torch.optim.SGD(model.parameters(), **sgd)
+    from pleat.core.sam import SAM
+
+    perturbed = [model.get_parameter(s.name) for s in select(model, list(config.layers))] if config.layers else None
+    return SAM(model.parameters(), torch.optim.SGD, rho=config.radius, perturbed=perturbed, **sgd)
 
 
-def epoch_order(config: Config, n: int, epoch: int) -> Tensor:
-    """The run's shuffle of its n training examples in `epoch` (0-based), on the CPU."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(derive(config.seed, "shuffle", epoch)))
+def learning_rate(config: Config, epoch: int) -> float:
+    """The learning rate of epoch `epoch` (0-based): constant, or cosine from lr down to 0 over the epochs."""
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
+    return config.lr
 
 
-def batch(config: Config, data: datasets.Dataset, index: Tensor, epoch: int, step: int) -> tuple[Tensor, Tensor]:
-    """The examples `index` of the training set, augmented as the run's step `step` of `epoch` draws."""
-    x = data.augment(data.x_train[index], derive(config.seed, "augment", epoch, step))
-    return x, data.y_train[index]
+# --- what each epoch leaves: its record, checkpoint, logs and progress
 
 
 def epoch_record(
@@ -172,6 +188,14 @@ def epoch_record(
         **({"windows": windows} if windows is not None else {}),
         "seconds": seconds,
     }
+
+
+def window_ends(config: Config, steps_per_epoch: int) -> set[int] | range:
+    """The global steps (1-based) at which a probe window closes: every probe_every steps, or log-spaced."""
+    total = config.epochs * steps_per_epoch
+    if config.probe_windows == "log":
+        return set(log_windows(config.probe_every, total))
+    return range(config.probe_every, total + 1, config.probe_every) if config.probe_every else range(0)
 
 
 def checkpoint(store: RunStore, history: list[dict], model: dict, optimizer: dict, probe: dict, noise: Tensor):
@@ -195,6 +219,34 @@ def resume(store: RunStore, device: torch.device, model, optimizer, probe, noise
         history = state["metrics"]
     store.rewrite_metrics(history)
     return history
+
+
+def log(writer, record: dict) -> None:
+    """One epoch's metrics into a TensorBoard writer."""
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+        writer.add_scalar(key, record[key], record["epoch"])
+    for layer, (mean, std) in record["temperature"].items():
+        writer.add_scalars(f"temperature/{layer}", {"signal": mean, "noise": std}, record["epoch"])
+
+
+def tensorboard(store: RunStore, start_epoch: int):
+    """A TensorBoard writer into the run's folder, dropping any events logged after `start_epoch`."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ImportError("tensorboard = true needs the tensorboard package: pip install tensorboard") from e
+    return SummaryWriter(str(store.dir / "tensorboard"), purge_step=start_epoch + 1)
+
+
+def progress(iterable, enabled: bool, **kwargs):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, **kwargs)
+
+
+# --- how a run ends: divergence, early stopping, the result
 
 
 def diverged(record: dict) -> bool:
@@ -241,40 +293,3 @@ def finish(store: RunStore, history: list[dict], started: float) -> dict:
         result["diverged"] = len(history)
     store.finish(result)
     return result
-
-
-def window_ends(config: Config, steps_per_epoch: int) -> set[int] | range:
-    """The global steps (1-based) at which a probe window closes: every probe_every steps, or log-spaced."""
-    total = config.epochs * steps_per_epoch
-    if config.probe_windows == "log":
-        return set(log_windows(config.probe_every, total))
-    return range(config.probe_every, total + 1, config.probe_every) if config.probe_every else range(0)
-
-
-def log(writer, record: dict) -> None:
-    """One epoch's metrics into a TensorBoard writer."""
-    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
-        writer.add_scalar(key, record[key], record["epoch"])
-    for layer, (mean, std) in record["temperature"].items():
-        writer.add_scalars(f"temperature/{layer}", {"signal": mean, "noise": std}, record["epoch"])
-
-
-def optimizer_for(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD with the config's learning rate, momentum (no Nesterov) and weight decay; for kind sam wrapped in
-    `pleat.core.sam.SAM`, whose ascent perturbs the parameters of `layers` (every parameter when `layers` is empty)."""
-    sgd: dict = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=False)
-    if config.kind != "sam":
-        return torch.optim.SGD(model.parameters(), **sgd)
-    from pleat.core.sam import SAM
-
-    perturbed = [model.get_parameter(s.name) for s in select(model, list(config.layers))] if config.layers else None
-    return SAM(model.parameters(), torch.optim.SGD, rho=config.radius, perturbed=perturbed, **sgd)
-
-
-def tensorboard(store: RunStore, start_epoch: int):
-    """A TensorBoard writer into the run's folder, dropping any events logged after `start_epoch`."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as e:
-        raise ImportError("tensorboard = true needs the tensorboard package: pip install tensorboard") from e
-    return SummaryWriter(str(store.dir / "tensorboard"), purge_step=start_epoch + 1)
