@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from pleat.core import engines, radii
 from pleat.core._compat import tree_map
 from pleat.core.kernels import Box, Kernel
-from pleat.core.select import LayerSpec, describe, select
+from pleat.core.select import LayerSpec, describe, select, unwrapped
 
 KINDS = ("pla", "plea")
 ENGINES = ("auto", "vectorised", "sequential")
@@ -170,7 +170,7 @@ class PartialLocalEntropy:
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
 
-        module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        module = unwrapped(model)
         self.model = model
         self.selected = select(module, layers, include_bias)
         self.target = engines.Target(model, module, "module." if module is not model else "", loss_fn, self.selected)

@@ -35,6 +35,11 @@ class Selected:
         return n
 
 
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (whose parameter names carry a "module." prefix)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The model's Linear/Conv modules in registration order (the forward order of sequential models).
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from pleat.core.select import LayerSpec, select
+from pleat.core.select import LayerSpec, select, unwrapped
 
 
 @torch.no_grad()
@@ -56,7 +56,7 @@ class LayerTemperature:
     def __init__(self, model: nn.Module, layers: LayerSpec | list | None = None, estimator: str = "layer"):
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
-        module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        module = unwrapped(model)
         self.selected = select(module, layers)
         params = dict(module.named_parameters())
         self.params = [params[s.name] for s in self.selected]
@@ -85,7 +85,7 @@ class LayerTemperature:
             missing = [n for n, p in zip(self.names, self.params) if p.grad is None]
             if missing:
                 raise RuntimeError(f"no gradient on layers {missing}: call probe.step() after loss.backward()")
-            grads = [p.grad for p in self.params]
+            grads = [p.grad for p in self.params if p.grad is not None]  # every one, checked above
         elif len(grads) != len(self.params):
             raise ValueError(f"grads holds {len(grads)} tensors; the probe watches {len(self.params)} layers")
         # abs().mean() beats the fused L1 norms on a CPU (vectorised abs, threaded sum)
