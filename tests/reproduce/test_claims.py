@@ -255,7 +255,7 @@ def test_baseline_claims_test_every_setting_of_both_methods():
     found = {v.claim: v for v in judge(pd.DataFrame(rows), load_spec("baselines"))}
     assert (
         found["pla_beats_sam"].verdict == "supported"
-        and "R = 0.05 against SAM {2} R = 0.1" in found["pla_beats_sam"].detail
+        and "R = 0.05 against SAM {2} ρ = 0.1" in found["pla_beats_sam"].detail
     )
     assert found["pla_beats_noise"].verdict == "supported"
     assert found["pla_beats_weight_decay"].verdict == "contradicted"

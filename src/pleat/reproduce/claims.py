@@ -65,7 +65,7 @@ def _beats_plain(table, spec, metric: str | None = None) -> Finding:
         return empty("needs smoothed and plain runs")
     tests = [
         versus(f"{describe(s)} against plain SGD", rows, base, +1, spec, base, metric)
-        for s, rows in settings_in(runs, ["arm", "layers", "radius", "samples"])
+        for s, rows in settings_in(runs, ["arm", "kind", "layers", "radius", "samples"])
     ]
     return Finding("any", tuple(tests), "every smoothed setting of the budget against plain SGD")
 
@@ -103,7 +103,7 @@ def helps_at_equal_time(table, spec) -> Finding:
     metric = getattr(spec, "metric", METRIC)
     whole = at_equal_time(base, base, metric)  # plain SGD at cost 1: all of its epochs
     tests = []
-    for s, rows in settings_in(rivals, ["arm", "layers", "radius", "samples"]):
+    for s, rows in settings_in(rivals, ["arm", "kind", "layers", "radius", "samples"]):
         ratio = cost_ratio(rows, base)
         if not ratio == ratio:  # no epoch time recorded
             continue
@@ -560,7 +560,7 @@ def more_aggressive_optimization(table, spec) -> Finding:
             margin=0.0,
             unit="final training loss",
         )
-        for s, rows in settings_in(runs, ["arm", "layers", "radius", "samples"])
+        for s, rows in settings_in(runs, ["arm", "kind", "layers", "radius", "samples"])
     )
     return Finding("all", tests, "every smoothed setting's final training loss at the centre below plain SGD's")
 
@@ -594,7 +594,7 @@ def pla_beats_weight_decay(table, spec) -> Finding:
     "not in the paper: a baseline pleat adds",
 )
 def pla_beats_sam(table, spec) -> Finding:
-    return _beats_each(table, spec, table[table["kind"] == "sam"], ["arm", "layers", "radius"])
+    return _beats_each(table, spec, table[table["kind"] == "sam"], ["arm", "kind", "layers", "radius"])
 
 
 @claim(

@@ -202,14 +202,19 @@ def settings_in(rows, keys: list[str]):
 
 
 def describe(setting: dict) -> str:
+    """A setting in words: its arm, subset, R (ρ for SAM) and y where the method draws points."""
+    kind = setting.get("kind", "pla")
     parts = []
     for k, v in setting.items():
+        if k == "kind":
+            continue
         if k == "layers":
             parts.append(subset_name(v))
         elif k == "radius":
-            parts.append(radius_label(v))
+            parts.append(radius_label(v).replace("R =", "ρ =") if kind == "sam" else radius_label(v))
         elif k == "samples":
-            parts.append(f"y = {v}")
+            if kind in ("pla", "plea"):
+                parts.append(f"y = {v}")
         elif k == "weight_decay":
             parts.append(f"weight decay {v:g}")
         else:

@@ -196,7 +196,7 @@ def judge(table, spec) -> list[Verdict]:
     for regime in regimes or [""]:
         rows = table[table["regime"] == regime] if regime else table
         if "kind" in rows:
-            settings = settings_in(rows[rows["kind"] != "none"], ["arm", "layers", "radius", "samples"])
+            settings = settings_in(rows[rows["kind"] != "none"], ["arm", "kind", "layers", "radius", "samples"])
             collapsed += [describe(s) for s, runs in settings if has_collapsed(runs, plain(rows))]
     if collapsed:
         out.append(
