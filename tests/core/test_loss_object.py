@@ -102,3 +102,9 @@ def test_the_centre_loss_is_a_reading_not_a_graph():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # float() of a tensor that keeps its graph warns
         float(obj.last.centre_loss)
+
+
+def test_last_before_any_call_says_to_call_first():
+    obj = smooth(mlp(), layers=[1], radius=0.1)
+    with pytest.raises(RuntimeError, match=r"loss = obj\(inputs, targets\) first"):
+        obj.last

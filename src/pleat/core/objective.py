@@ -186,7 +186,7 @@ class PartialLocalEntropy:
             if torch.distributed.is_available() and torch.distributed.is_initialized() and not same_across_ranks:
                 seed += 1_000_003 * torch.distributed.get_rank()
             self._seed = seed
-        self.last: Last | None = None
+        self._last: Last | None = None
         self._fallback = False  # auto fell back to the sequential engine after vmap failed
 
     def __repr__(self) -> str:
@@ -200,6 +200,13 @@ class PartialLocalEntropy:
             f"PartialLocalEntropy(kind={self.kind!r}, layers=[{layers}], samples={self.samples}, "
             f"{self._kernel_text()}, engine={self.engine!r}{extra})"
         )
+
+    @property
+    def last(self) -> Last:
+        """What the latest call computed (see `Last`): the loss, the centre's loss and output, each point's loss."""
+        if self._last is None:
+            raise RuntimeError("obj.last is read after a call: loss = obj(inputs, targets) first")
+        return self._last
 
     def state_dict(self) -> dict:
         """What a resumed run needs to draw the same perturbations: the generator's state (a CPU tensor)."""
@@ -307,7 +314,7 @@ class PartialLocalEntropy:
         self._in_call = True
         try:
             loss, losses, log_weights, out = self._evaluate(params, g, args, kwargs, targets)
-            self.last = self._summarise(loss, losses, log_weights, out, reduced)
+            self._last = self._summarise(loss, losses, log_weights, out, reduced)
         except BaseException:
             with torch.no_grad():  # a failed call leaves no trace, not even in BatchNorm statistics
                 for b, value in zip(buffers, saved, strict=True):

@@ -193,7 +193,6 @@ def flatness_profile(
                         for _ in range(repeats):
                             obj(inputs, targets)
                             last = obj.last
-                            assert last is not None
                             points = last.losses[1:] - last.losses[0]
                             rises.append(points.view(-1, 2).mean(1) if antithetic else points)
                     rise, se = _mean_se(torch.cat(rises).tolist())
