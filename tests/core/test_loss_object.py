@@ -107,4 +107,4 @@ def test_the_centre_loss_is_a_reading_not_a_graph():
 def test_last_before_any_call_says_to_call_first():
     obj = smooth(mlp(), layers=[1], radius=0.1)
     with pytest.raises(RuntimeError, match=r"loss = obj\(inputs, targets\) first"):
-        obj.last
+        _ = obj.last
