@@ -30,7 +30,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from pleat.core._compat import apply_weight, is_batched, row, tree_map
-from pleat.core.select import Selected
+from pleat.core.select import Selected, device_of
 
 _BRANCH_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -264,7 +264,7 @@ def vectorised(target: Target, draws: Draws, args: tuple, kwargs: dict, targets)
     hooks = [modules[n].register_forward_hook(add_branch(n, deltas[s.name]), prepend=True) for n, s in branched.items()]
     try:
         with batchnorm.frozen(), batchnorm.recording():
-            losses, outs, stats = vmap(point, randomness="different")(torch.arange(points, device=_device(module)))
+            losses, outs, stats = vmap(point, randomness="different")(torch.arange(points, device=device_of(module)))
     finally:
         for h in hooks:
             h.remove()
@@ -313,9 +313,3 @@ def sequential(target: Target, draws: Draws, args: tuple, kwargs: dict, targets)
         losses.append(checkpoint(lambda a=a: evaluate(a)[0], use_reentrant=False))
     batchnorm.apply(centre_stats, centre_calls)
     return torch.stack(losses), centre_out
-
-
-def _device(module: nn.Module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    return torch.device("cpu")

@@ -6,6 +6,7 @@ import fnmatch
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 # Modules that count as "weight layers" for the paper's 1-based numbering (Linear and convolutions).
@@ -38,6 +39,13 @@ class Selected:
 def unwrapped(model: nn.Module) -> nn.Module:
     """The network inside a DistributedDataParallel wrapper (whose parameter names carry a "module." prefix)."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def device_of(module: nn.Module) -> torch.device:
+    """Where a module's parameters live (the CPU for a module without any)."""
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

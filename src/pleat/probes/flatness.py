@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from pleat.core.objective import PartialLocalEntropy
-from pleat.core.select import LayerSpec, select
+from pleat.core.select import LayerSpec, device_of, select
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ def _renamed(renamed: dict, subsets, probes):
 
 
 def _on_device(generator: torch.Generator, model: nn.Module) -> torch.Generator:
-    device = next(model.parameters()).device
+    device = device_of(model)
     if generator.device.type == device.type:
         return generator
     return torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
