@@ -154,23 +154,6 @@ def _protocol_samples(table, spec):
     return table[(table["kind"] == "none") | (table["samples"] == y)]
 
 
-def _curve_ends(table, layers):
-    """The rows of a subset at its smallest and largest R, or plain SGD as the R -> 0 end when it has one R."""
-    curve = subset(table, *layers)
-    rs = sorted(curve["radius"].unique())
-    if not rs:
-        return None
-    if len(rs) == 1:
-        return (plain(table), "plain SGD (R = 0)"), (
-            at_radius(curve, rs[0]),
-            f"{subset_name(layers)} at {radius_label(rs[0])}",
-        )
-    return (at_radius(curve, rs[0]), f"{subset_name(layers)} at {radius_label(rs[0])}"), (
-        at_radius(curve, rs[-1]),
-        f"{subset_name(layers)} at {radius_label(rs[-1])}",
-    )
-
-
 @claim(
     "Accuracy rises with R up to a maximum, then degrades",
     '§4.1: "The effect increases rapidly with the size R of the smoothening region, up to a maximum size '
