@@ -1,10 +1,14 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import batch, cnn, mlp
+from torch import nn
 
 import pleat
+from pleat.probes.temperature import temperature_correlation
 
 
 def run_steps(model, probe, steps=6, scale=None):
@@ -208,3 +212,27 @@ def test_regimes_report_no_transition_when_the_drift_dominates_throughout():
     history, times = synthetic_gradients(drift_scale=500.0)  # d >= 10 everywhere: the noise never wins
     r = pleat.regimes(history, times=times)
     assert r.layers[0].crossover is None and r.signal_end is None and not r.ordered
+
+
+@pytest.mark.parametrize("spread", [0.0, 0.3])
+def test_temperature_correlation_is_zero_for_a_common_temperature_and_the_closed_form_otherwise(spread):
+    """Footnote 7's test on gradients of known per-weight noise: σ_ω = exp(spread · N(0, 1)), Gaussian noise over
+    L = 20 steps per window. A common temperature (spread 0) gives r = 0 within a few 1/sqrt(weights); a spread
+    gives Var(σ²) / (Var(σ²) + 2 E[σ⁴] / (L - 1)) (lognormal moments)."""
+    g = torch.Generator().manual_seed(0)
+    layer = nn.Linear(40, 50).double()
+    probe = pleat.LayerTemperature(layer, estimator="weight")
+    sigma = torch.exp(spread * torch.randn(50, 40, generator=g, dtype=torch.float64))
+    windows, steps = [], 20
+    for _ in range(2):
+        for _ in range(steps):
+            probe.step(grads=[sigma * torch.randn(50, 40, generator=g, dtype=torch.float64)])
+        windows.append(probe.variances())
+        probe.epoch()
+    r = temperature_correlation(*windows)[""]
+    if spread == 0:
+        assert abs(r) < 5 / math.sqrt(2000)
+    else:
+        s2 = spread**2
+        var, fourth = math.exp(8 * s2) - math.exp(4 * s2), math.exp(8 * s2)
+        assert r == pytest.approx(var / (var + 2 * fourth / (steps - 1)), abs=0.05)

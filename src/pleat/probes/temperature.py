@@ -122,6 +122,13 @@ class LayerTemperature:
         self._reset()
         return record
 
+    def variances(self) -> dict[str, Tensor]:
+        """The open window's unbiased gradient variance of every watched weight ("weight" estimator), float64, on
+        the device, by layer: the per-weight temperatures that `temperature_correlation` compares between windows."""
+        if self.estimator != "weight" or self.count < 2:
+            raise RuntimeError("variances() needs the 'weight' estimator and 2 steps or more in the open window")
+        return {n: m2.double() / (self.count - 1) for n, (_, m2) in zip(self.names, self._weights, strict=True)}
+
     def state_dict(self) -> dict:
         """History and the open window, so that a resumed run continues exactly."""
         state = {
@@ -160,6 +167,21 @@ def per_weight_signal_noise(buffers: list[tuple[Tensor, Tensor]], count: int) ->
         rows.append(torch.stack([torch.maximum(square, resolution).sqrt(), var.sqrt()]))
     signal, noise = torch.stack(rows).T.tolist()  # one host sync
     return signal, noise
+
+
+def temperature_correlation(first: dict[str, Tensor], second: dict[str, Tensor]) -> dict[str, float]:
+    """Per layer, the Pearson correlation across its weights of their gradient variances in two disjoint windows
+    (`LayerTemperature.variances`). The paper's footnote 7: "the weights belonging to the same layer can not be
+    characterized by a common temperature". If they were, every weight's variance would scatter around one value
+    independently in each window, and the correlation would be 0 up to about 1/sqrt(weights); a weight whose noise
+    stays hotter than its neighbours' correlates the windows. With per-weight variances σ² spread across the layer
+    and Gaussian noise over L steps, it is Var(σ²) / (Var(σ²) + 2 E[σ⁴] / (L - 1))."""
+    out = {}
+    for name, a in first.items():
+        a, b = a.flatten(), second[name].flatten()
+        a, b = a - a.mean(), b - b.mean()
+        out[name] = float((a * b).sum() / (a.norm() * b.norm()))
+    return out
 
 
 def log_windows(first: int, total: int, growth: float = 1.1) -> list[int]:
