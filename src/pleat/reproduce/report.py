@@ -326,17 +326,17 @@ def write_markdown(folders: list[str | Path], out_dir: str | Path) -> list[Path]
     out_dir = Path(out_dir)
     sweeps = _check_folders(folders)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pages, index = (
-        [],
-        [
-            "# Results",
-            "",
-            "Generated from the committed run stores in `results/` by `pleat report results/ --markdown docs/results`;",
-            "a test fails when these pages and the runs disagree. Each sweep's claims with their verdicts and the test",
-            "behind each; its page has the paper's sentences, every test, the runs, the figure and the environment.",
-            "",
-        ],
-    )
+    given = " ".join(map(str, folders))
+    pages: list[Path] = []
+    index = [
+        "# Results",
+        "",
+        f"Generated from the run stores of `{given}` by `pleat report {given} --markdown DIR` (in pleat's repository,",
+        "`tools/docs-results.sh`, and a test fails when these pages and the committed runs disagree). Each sweep's",
+        "claims, with the test behind each verdict; a sweep's page has the paper's sentences, every test, the runs,",
+        "the figure and the environment.",
+        "",
+    ]
     for folder in sweeps:
         name = folder.resolve().name
         section = _section(folder, out_dir / f"{name}.png")
