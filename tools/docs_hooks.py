@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 
 MARKER = "<!-- the parsers' help, written at build time -->"
 
 
-def cli_reference() -> str:
+def _help(argv: list[str]) -> str:
     from pleat.cli import main
 
-    parts = []
-    for command in (None, "train", "reproduce", "report", "runs", "profile"):
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
-            main([command, "--help"] if command else ["--help"])
-        title = f"pleat {command}" if command else "pleat"
-        parts.append(f"## `{title}`\n\n```text\n{out.getvalue().rstrip()}\n```\n")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        main([*argv, "--help"])
+    return out.getvalue().rstrip()
+
+
+def cli_reference() -> str:
+    top = _help([])
+    commands = re.search(r"\{([\w,-]+)\}", top).group(1).split(",")  # every subcommand the parser has
+    parts = [f"## `pleat`\n\n```text\n{top}\n```\n"]
+    parts += [f"## `pleat {c}`\n\n```text\n{_help([c])}\n```\n" for c in commands]
     return "\n".join(parts)
 
 
