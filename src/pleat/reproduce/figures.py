@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from pleat.probes.plots import draw_temperature, new_figure
-from pleat.reproduce.findings import hidden_layers, subset_name
+from pleat.reproduce.findings import describe, hidden_layers, subset_name
 from pleat.runs.config import radius_text
 
 BUDGET_NOTE = {
@@ -161,19 +161,6 @@ def best_setting(rows, keys: list[str]):
     return best, {k: best[k].iloc[0] for k in keys}
 
 
-def setting_text(kind: str, setting: dict) -> str:
-    """A method's hyperparameters in words: R for the box and the noise, ρ for SAM, none for plain SGD's radius."""
-    parts = []
-    for k, v in setting.items():
-        if k == "layers":
-            parts.append(subset_name(v))
-        elif k == "radius" and kind != "none":
-            parts.append(f"{'ρ' if kind == 'sam' else 'R'} = {radius_text(v)}")
-        elif k == "weight_decay" and v:
-            parts.append(f"weight decay {v:g}")
-    return ", ".join(parts)
-
-
 def best_settings(table, spec, budget: str):
     """Baselines: each method at its best setting, best test accuracy mean ± std over seeds."""
     fig, ax = new_figure((10, 4.8))
@@ -182,7 +169,7 @@ def best_settings(table, spec, budget: str):
         keys = _varying(rows, ["radius", "weight_decay", "layers"])
         if keys:
             rows, setting = best_setting(rows, keys)
-            arm = f"{arm}\n({setting_text(rows['kind'].iloc[0], setting)})"
+            arm = f"{arm}\n({describe({'kind': rows['kind'].iloc[0], **setting}, sep=', ')})"
         m, s = _mean_std(rows["best_test_accuracy"])
         labels.append(arm)
         means.append(m)

@@ -201,12 +201,13 @@ def settings_in(rows, keys: list[str]):
     return [(dict(zip(present, v)), g) for v, g in rows.groupby(present, sort=False)] if present else []
 
 
-def describe(setting: dict) -> str:
-    """A setting in words: its arm, subset, R (ρ for SAM) and y where the method draws points."""
+def describe(setting: dict, sep: str = " ") -> str:
+    """A setting in words: its arm, subset, R (ρ for SAM; none for plain SGD), y where the method draws points, and
+    a weight decay other than 0."""
     kind = setting.get("kind", "pla")
     parts = []
     for k, v in setting.items():
-        if k == "kind":
+        if k == "kind" or (k in ("radius", "samples") and kind == "none") or (k == "weight_decay" and not v):
             continue
         if k == "layers":
             parts.append(subset_name(v))
@@ -219,7 +220,7 @@ def describe(setting: dict) -> str:
             parts.append(f"weight decay {v:g}")
         else:
             parts.append(str(v))
-    return " ".join(parts)
+    return sep.join(parts)
 
 
 def empty(why: str) -> Finding:
