@@ -690,3 +690,17 @@ def test_bare_pleat_train_says_what_it_starts_and_for_how_long(tmp_path, capsys,
     quickstart = Path(__file__).resolve().parents[2] / "configs" / "quickstart.toml"
     assert main(["train", str(quickstart), "--out-dir", str(tmp_path)]) == 0  # a config: nothing to say
     assert "no config file" not in capsys.readouterr().out
+
+
+def test_the_regimes_figure_shows_each_setting_with_its_subset_and_the_specs_accuracy():
+    from pleat.reproduce.figures import paired_gains
+    from pleat.reproduce.results import results_table
+
+    folder = Path(__file__).resolve().parents[2] / "results" / "label-noise-decisive"
+    spec = load_spec(folder / "spec.toml")
+    fig = paired_gains(results_table(folder, spec, "decisive"), spec, "decisive")
+    names = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "PLA {1} R = 0.05" in names and "PLA {1,2} R = 0.05" in names and "SAM all ρ = 0.05" in names
+    assert len(names) == len(set(names))  # one entry per setting, not one per radius pooled over subsets
+    left, right = (ax.get_ylabel() for ax in fig.axes[:2])
+    assert left.startswith("early-stopped test accuracy") and right.startswith("mean of the last 10 epochs")
