@@ -108,9 +108,14 @@ def test_shipped_specs_expand_to_exactly_their_grids():
         "augmented-cnn",
         "baselines",
         "label-noise",
+        "pla-plea",
         "referee",
         "sensitivity",
     ]
+    analogous = expand(load_spec("pla-plea"), "decisive")  # fig3's PLA and fig4-left's PLEA at their common R
+    assert {(r.arm, r.config.layers, r.config.radius) for r in analogous if r.arm != "plain"} == {
+        (arm, s, 0.05) for arm in ("PLA", "PLEA") for s in ((2,), (1, 2))
+    }
     fig3 = load_spec("fig3")
     paper = expand(fig3, "paper")
     assert len(paper) == (3 * 8 + 1) * 3
