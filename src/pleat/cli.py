@@ -58,6 +58,8 @@ def _train(args) -> int:
         epoch, damage = store.intact_epoch()  # a run none of whose checkpoints verifies stops here (CorruptRun)
         if epoch is not None:
             print(f"resuming {store.dir} from epoch {epoch} of {config.epochs}" + (f" ({damage})" if damage else ""))
+        elif damage:
+            print(damage)
 
     def interrupted() -> str:
         if store.checkpoint_epoch() is None:
@@ -69,7 +71,8 @@ def _train(args) -> int:
 
     args.interrupted = interrupted
     with warnings.catch_warnings():  # a damaged checkpoint was named above, with the epoch the run resumes from
-        warnings.filterwarnings("ignore", message=".*; resuming from checkpoint-", category=UserWarning)
+        said = ".*; (resuming from checkpoint-|training it again from epoch 0)"
+        warnings.filterwarnings("ignore", message=said, category=UserWarning)
         result = train(config)
     print(
         f"best test accuracy {result['best_test_accuracy']:.4f} (epoch {result['best_epoch']}), "

@@ -116,6 +116,22 @@ def test_corruption_is_detected(tmp_path):
     assert runs(tmp_path).loc[0, "status"] == "corrupt"
 
 
+def test_a_run_copied_without_its_checkpoints_trains_again_from_epoch_0(tmp_path, fashion):
+    from pleat.runs.store import trained_epochs
+
+    config = quick(tmp_path, epochs=2, train_subset=500, test_subset=200, data_dir=str(fashion))
+    reference = train(config)
+    store = RunStore(config)
+    (store.dir / "result.json").unlink()  # as a committed or tarred store of an unfinished run: no checkpoints
+    for checkpoint in store.dir.glob("checkpoint-*.pt"):
+        checkpoint.unlink()
+    assert trained_epochs(store.dir, config.epochs) == 0 and runs(tmp_path).loc[0, "status"] == "interrupted"
+    with pytest.warns(UserWarning, match="holds none of its checkpoints .*training it again from epoch 0"):
+        again = train(config)
+    assert [m["epoch"] for m in store.metrics()] == [1, 2]
+    assert again["final_test_accuracy"] == reference["final_test_accuracy"]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -213,10 +213,10 @@ class RunStore:
         raises CorruptRun.
         """
         pointer, damage = self._intact()
-        if pointer is None:
-            return None
         if damage:
             warnings.warn(damage, stacklevel=2)
+        if pointer is None:
+            return None
         return torch.load(io.BytesIO(self._verified(pointer)), map_location=device, weights_only=True)
 
     def intact_epoch(self) -> tuple[int | None, str]:
@@ -230,6 +230,11 @@ class RunStore:
         pointer = self._pointer()
         if pointer is None:
             return None, ""
+        if not any((self.dir / p["checkpoint"]).exists() for p in (pointer, pointer.get("previous")) if p):
+            # a store copied without its checkpoints (git, a GPU session's tarball): nothing to resume from
+            return None, (
+                f"{self.dir} holds none of its checkpoints (copied without them?); training it again from epoch 0"
+            )
         try:
             self._verified(pointer)
             return pointer, ""
@@ -278,11 +283,12 @@ def import_run(config: Config, env: dict, metrics: list[dict], result: dict) -> 
 
 def trained_epochs(run_dir: Path, epochs: int) -> int:
     """The epochs a run folder holds, read without loading anything: all of them once finished, else its latest
-    checkpoint's, 0 before the first (or when the run trains elsewhere, as Ray's do)."""
+    checkpoint's, 0 before the first, without its checkpoint file, or when the run trains elsewhere (as Ray's do)."""
     if (run_dir / "result.json").exists():
         return epochs
     try:
-        return int(json.loads((run_dir / "state.json").read_text())["epoch"])
+        pointer = json.loads((run_dir / "state.json").read_text())
+        return int(pointer["epoch"]) if (run_dir / pointer["checkpoint"]).exists() else 0
     except (OSError, ValueError, KeyError, TypeError):
         return 0
 
