@@ -8,8 +8,8 @@
 # this checkout's, so runs this checkout lacks are lost there; 2026-12-04 lost 4 nearly finished runs so), then
 #   device run: command "SKIP_CHECKS=1 BUDGET=150 bash benchmarks/gpu-session.sh", carry ["data"], timeout_s 170
 # which resumes the sweeps from the checkpoints the first call left on that machine (git-ignored files stay).
-# What is left for a GPU (2026-12-04): fig4-right's {1,2,3} runs (about 10 minutes) and the label-noise sweep
-# (fc2, 10,000 images: about 1 s an epoch a run while 16 share the card): SWEEPS="fig4-right label-noise".
+# What is left for a GPU (2026-12-08): fig4-right's {1,2,3} runs (about 10 minutes), the referee grid (50 runs at
+# the paper's protocol; the CPU trains them in order), and the size of augmented-cnn: `SIZING=1 SWEEPS=` first.
 # It writes into $OUT (at most 8 files come back): gpu.txt (the card), gpu-tests.txt, objective.txt, and per sweep
 # of $SWEEPS its log ($S-decisive.txt) and its store without checkpoints ($S-decisive.tar.gz: unpack it into
 # results/; finished runs count, unfinished ones are retrained). The sweeps run side by side, each group of runs in
@@ -20,7 +20,7 @@ export PLEAT_DATA="${PLEAT_DATA:-$PWD/data}" PYTHONUNBUFFERED=1 PYTHONPATH="$PWD
 OUT="${OUT:-/tmp/pleat-gpu-session}"
 DEVICE="${DEVICE:-cuda}"
 BUDGET="${BUDGET:-570}"  # seconds this whole command may take
-SWEEPS="${SWEEPS:-fig5 fig4-right}"  # issue 30: Figs 5 and 4 right at the decisive budget run on a GPU first
+SWEEPS="${SWEEPS-fig4-right referee}"  # issue 30: Fig 4 right's {1,2,3} runs, then the referee grid (fig5 is done)
 WORKERS="${WORKERS:-4}"  # processes per sweep (fig4-right's decisive budget packs into 4 groups, fig5's into 1)
 START=$(date +%s)
 mkdir -p "$OUT"
@@ -33,6 +33,30 @@ if [ -z "${SKIP_CHECKS:-}" ]; then
   # -o addopts="": without the default -n auto, which needs pytest-xdist (the GPU machine may lack it)
   timeout 100 python3 -m pytest -o addopts="" -m gpu -q -p no:cacheprovider tests/runs/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.txt"
   timeout 80 python3 benchmarks/objective.py --device "$DEVICE" --no-memory --quick 2>&1 | tee "$OUT/objective.txt"
+fi
+# SIZING=1 (issue 29): plain SGD under augmented-cnn's recipe at the sizes a CPU cannot afford, all side by side,
+# before that spec's size is fixed: does the net fit its training set and leave a gap? -> $OUT/sizing.txt
+if [ -n "${SIZING:-}" ]; then
+  for model in ${SIZING_MODELS:-cnn-bn cnn-bn-32}; do
+    for n in ${SIZING_SUBSETS:-5000 10000}; do
+      timeout $((BUDGET / 2)) python3 -m pleat.cli train --dataset fashion-mnist --model "$model" --kind none \
+        --lr 0.05 --schedule cosine --momentum 0.9 --weight-decay 5e-4 --augment true --batch-size 128 \
+        --epochs "${SIZING_EPOCHS:-200}" --train-subset "$n" --seed 0 --device "$DEVICE" --progress false \
+        --out-dir "$OUT/sizing" >"$OUT/sizing-$model-$n.log" 2>&1 &
+    done
+  done
+  wait
+  python3 - "$OUT/sizing" <<'PY' | tee "$OUT/sizing.txt"
+import glob, json, sys
+for path in sorted(glob.glob(sys.argv[1] + "/*/config.json")):
+    config = json.load(open(path))
+    records = [json.loads(line)["record"] for line in open(path.replace("config.json", "metrics.jsonl"))]
+    print(config["model"], config["train_subset"], "images, epoch: train accuracy (augmented batches), train loss, test")
+    for r in records[9::10] + records[-1:]:
+        print(f"  {r['epoch']:4d}: {r['train_accuracy']:.4f} {r['train_loss']:.4f} {r['test_accuracy']:.4f}")
+PY
+  tail -n 2 "$OUT"/sizing-*.log >>"$OUT/sizing.txt"  # a run that failed says why here
+  rm -rf "$OUT/sizing" "$OUT"/sizing-*.log
 fi
 # the decisive sweeps, side by side, as far as they get; a later call (or session) resumes them
 left=$((BUDGET - ($(date +%s) - START) - 20))
