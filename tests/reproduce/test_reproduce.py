@@ -265,6 +265,12 @@ def test_a_sweep_takes_the_finished_runs_of_the_sweeps_it_reuses(tmp_path, tiny)
         assert read_metrics(theirs / "metrics.jsonl") == read_metrics(run / "metrics.jsonl")
 
 
+def checkpointed(folder: Path, epoch: int) -> None:
+    """Make a run folder look checkpointed at `epoch`: the pointer and the file it names (an empty stand-in)."""
+    (folder / f"checkpoint-{epoch}.pt").touch()
+    (folder / "state.json").write_text(json.dumps({"epoch": epoch, "checkpoint": f"checkpoint-{epoch}.pt"}))
+
+
 def test_progress_says_how_far_each_run_is_and_times_what_is_left_by_work_done(tmp_path):
     """Between finished runs the progress reads each run's checkpointed epoch: it names the runs part-way through,
     and its ETA is the elapsed time scaled by the estimated work left over the work done since it started (a
@@ -274,13 +280,13 @@ def test_progress_says_how_far_each_run_is_and_times_what_is_left_by_work_done(t
     a, b, c = (tmp_path / x for x in "abc")
     for folder in (a, b, c):
         folder.mkdir()
-    (a / "state.json").write_text(json.dumps({"epoch": 2}))  # resumed: 2 epochs trained by an earlier session
+    checkpointed(a, 2)  # resumed: 2 epochs trained by an earlier session
     stream = io.StringIO()
     watch = [("A", a, 10, 100.0), ("B", b, 10, 300.0), ("C", c, 5, 50.0)]
     progress = Progress(3, 1, 450.0, stream=stream, watch=watch, every=0.02)
     assert progress.eta() == 450.0  # no work done yet: the estimate
     progress.started -= 60
-    (a / "state.json").write_text(json.dumps({"epoch": 6}))  # 4 epochs of A this session: 40 s of estimated work
+    checkpointed(a, 6)  # 4 epochs of A this session: 40 s of estimated work
     # left: A 40 s, B 300 s, C 50 s = 390 s of estimate, done 40 s in 60 s: ETA 60 * 390 / 40 = 585 s
     assert progress.eta() == pytest.approx(585, rel=0.01)
     deadline = time.time() + 10
@@ -311,7 +317,7 @@ def test_dry_run_times_a_resumed_run_by_the_epochs_it_has_left(tmp_path, capsys,
     folder = tmp_path / "runs" / run.config.key()
     assert seconds_left(run) == estimate_seconds(run.config)
     folder.mkdir(parents=True)
-    (folder / "state.json").write_text(json.dumps({"epoch": 2}))  # 2 of its 3 epochs checkpointed
+    checkpointed(folder, 2)  # 2 of its 3 epochs checkpointed
     assert seconds_left(run) == pytest.approx(estimate_seconds(run.config) / 3)
     assert main(["reproduce", str(tiny), "--budget", "paper", "--dry-run", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

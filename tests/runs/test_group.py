@@ -260,13 +260,14 @@ def test_scoped_radii_are_scope_at_the_weights_of_their_epoch_and_resume_exactly
 
 
 def test_bfloat16_group_matches_its_runs_alone_within_the_rounding_of_a_different_layout(fashion, tmp_path):
-    """Under bfloat16 autocast a group and its runs alone run the same code: a run whose computation has the same
-    layout in both is equal to the bit (measured: plain, PLEA {1,2}, SAM, noise). A run that smooths fewer layers
-    than the group does not: a layer another run perturbs (here layer 1) gives it per-point inputs from there on,
-    computed by other kernels (the products of zero perturbations are exact, the summation order of the next
-    layer's is not), and bfloat16 keeps 8 bits. Measured after 2 epochs: 4.8e-3 in test loss, one test image in
-    200. The naive loop (tests/naive.py) evaluates W + ΔW in one product where the trainer adds ΔW x to W x:
-    1.0e-2 in test loss (noise on layer 1), 2 images in 200. Bounded here at about twice what was measured."""
+    """Under bfloat16 autocast a group and its runs alone run the same code, on differently laid out batches. A
+    layer another run perturbs (here layer 1) gives a run per-point inputs from there on, computed by other kernels,
+    and bfloat16 keeps 8 bits. Measured after 2 epochs: 4.8e-3 in test loss, one test image in 200. Whether the
+    runs laid out alike are equal to the bit depends on the CPU's bf16 kernels, so it is not asserted: 8 of these
+    12 epochs on the AMD EPYC of earlier sessions, 3 on one with AVX2 and no AVX-512 (2026-12-08; plain SGD too:
+    2.6e-4 in train loss); an audit saw an Intel CPU with AMX differ by 1.9e-4. The naive loop (tests/naive.py) evaluates W + ΔW in one product where the trainer
+    adds ΔW x to W x: 1.0e-2 in test loss (noise on layer 1), 2 images in 200. Bounded here at about twice what was
+    measured."""
     from naive import naive_train
 
     pick = [0, 1, 2, 5, 6, 7]  # the 2-epoch runs
@@ -275,18 +276,15 @@ def test_bfloat16_group_matches_its_runs_alone_within_the_rounding_of_a_differen
     for c in alone:
         train(c)
     train_group(grouped)
-    exact = 0
     for a, b in zip(alone, grouped):
         expected = naive_train(a)[0] if a.kind in ("pla", "noise") else None
         for i, (ra, rb) in enumerate(zip(RunStore(a).metrics(), RunStore(b).metrics())):
-            exact += all(ra[k] == rb[k] for k in KEYS)
             for key in ("train_loss", "test_loss"):
                 assert abs(rb[key] - ra[key]) < 1e-2, (a.kind, a.layers, key)
                 assert expected is None or abs(expected[i][key] - ra[key]) < 2.5e-2, (a.kind, a.layers, key)
             for key in ("train_accuracy", "test_accuracy"):
                 assert abs(rb[key] - ra[key]) <= 0.01, (a.kind, a.layers, key)
                 assert expected is None or abs(expected[i][key] - ra[key]) <= 0.015, (a.kind, a.layers, key)
-    assert exact >= 6  # of 12 epochs: the runs laid out alike are equal to the bit (measured: 8)
 
 
 class Killed(Exception):
