@@ -57,7 +57,11 @@ def test_the_front_pages_numbers_are_the_generated_results():
     """A number the README or the site's home page quotes from a sweep must be on that sweep's generated page."""
     quotes = {
         "fig3-decisive": ("+1.01 points [+0.80, +1.22]", "+0.01 points [-0.04, +0.06]"),
-        "label-noise-decisive": ("+17.14 points [+15.86, +18.42]", "+0.64 points [+0.37, +0.91]"),
+        "label-noise-decisive": (
+            "+17.14 points [+15.86, +18.42]",
+            "+7.22 points [+6.13, +8.31]",
+            "+0.64 points [+0.37, +0.91]",
+        ),
     }
     readme = " ".join((ROOT / "README.md").read_text().split())
     home = " ".join((DOCS / "index.md").read_text().split())

@@ -265,9 +265,9 @@ def test_bfloat16_group_matches_its_runs_alone_within_the_rounding_of_a_differen
     and bfloat16 keeps 8 bits. Measured after 2 epochs: 4.8e-3 in test loss, one test image in 200. Whether the
     runs laid out alike are equal to the bit depends on the CPU's bf16 kernels, so it is not asserted: 8 of these
     12 epochs on the AMD EPYC of earlier sessions, 3 on one with AVX2 and no AVX-512 (2026-12-08; plain SGD too:
-    2.6e-4 in train loss); an audit saw an Intel CPU with AMX differ by 1.9e-4. The naive loop (tests/naive.py) evaluates W + ΔW in one product where the trainer
-    adds ΔW x to W x: 1.0e-2 in test loss (noise on layer 1), 2 images in 200. Bounded here at about twice what was
-    measured."""
+    2.6e-4 in train loss); an audit saw an Intel CPU with AMX differ by 1.9e-4. The naive loop (tests/naive.py)
+    evaluates W + ΔW in one product where the trainer adds ΔW x to W x: 1.0e-2 in test loss (noise on layer 1), 2
+    images in 200. Bounded here at about twice what was measured."""
     from naive import naive_train
 
     pick = [0, 1, 2, 5, 6, 7]  # the 2-epoch runs

@@ -14,9 +14,9 @@ from pleat.reproduce.findings import describe, hidden_layers, subset_name
 
 BUDGET_NOTE = {
     "smoke": "smoke budget: checks the mechanics, not the claims",
-    "quick": "quick budget: a compressed schedule, not the paper's protocol",
-    "decisive": "decisive budget: the paper's protocol, settings fixed in advance",
-    "paper": "paper budget: the paper's protocol",
+    "quick": "quick budget: a compressed schedule, not the spec's protocol",
+    "decisive": "decisive budget: the spec's protocol (the paper's for its figures), settings fixed in advance",
+    "paper": "paper budget: the spec's protocol (the paper's for its figures)",
 }
 
 
