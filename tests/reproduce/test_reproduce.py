@@ -605,10 +605,10 @@ def test_ray_executor_survives_a_killed_worker_and_gives_the_local_numbers(tmp_p
     monkeypatch.setenv("HOME", str(tmp_path / "worker-home"))
     worker_runs = tmp_path / "worker-home" / ".cache" / "pleat" / "ray-runs"
     killed = []
+    done = threading.Event()  # the sweep returned: stop looking (no fixed deadline a loaded machine can outrun)
 
     def kill_a_training_worker():
-        deadline = time.time() + 120
-        while time.time() < deadline and not killed:
+        while not done.is_set() and not killed:
             checkpointed = [p.parent / "config.json" for p in worker_runs.glob("*/state.json")]
             kinds = [json.loads(p.read_text())["kind"] for p in checkpointed]
             if "pla" in kinds:  # the PLA group has checkpointed an epoch (not only the lone plain run)
@@ -623,8 +623,9 @@ def test_ray_executor_survives_a_killed_worker_and_gives_the_local_numbers(tmp_p
     try:
         killer.start()
         remote = reproduce(few, budget="paper", out=tmp_path / "ray", data_dir=str(SHARED), executor="ray", seeds=1)
-        killer.join()
     finally:
+        done.set()
+        killer.join()
         ray.shutdown()
     assert killed, "no Ray worker was caught training"
     assert local["trained"] == remote["trained"] == 3 and not remote["failed"]
