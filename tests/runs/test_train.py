@@ -122,8 +122,10 @@ def test_a_run_copied_without_its_checkpoints_trains_again_from_epoch_0(tmp_path
     config = quick(tmp_path, epochs=2, train_subset=500, test_subset=200, data_dir=str(fashion))
     reference = train(config)
     store = RunStore(config)
-    (store.dir / "result.json").unlink()  # as a committed or tarred store of an unfinished run: no checkpoints
-    for checkpoint in store.dir.glob("checkpoint-*.pt"):
+    (store.dir / "result.json").unlink()
+    (store.dir / "checkpoint-2.pt").unlink()  # the latest gone: the one before it is what a resume would start from
+    assert trained_epochs(store.dir, config.epochs) == 1
+    for checkpoint in store.dir.glob("checkpoint-*.pt"):  # as a committed or tarred store of an unfinished run
         checkpoint.unlink()
     assert trained_epochs(store.dir, config.epochs) == 0 and runs(tmp_path).loc[0, "status"] == "interrupted"
     with pytest.warns(UserWarning, match="holds none of its checkpoints .*training it again from epoch 0"):
@@ -501,6 +503,14 @@ def test_cli_resume_message_and_corrupt_run_exit_2(tmp_path, capsys, fashion):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "sha256" in err and len(err.strip().splitlines()) == 1
+    for checkpoint in run.glob("checkpoint-*.pt"):  # none left at all (a store copied without them): start over
+        checkpoint.unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, as a line, not again as a warning
+        assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"{run} holds none of its checkpoints (copied without them?); training it again from epoch 0" in out
+    assert "resuming" not in out and [m["epoch"] for m in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]
 
 
 def test_cli_runs_leaves_the_smoothing_columns_of_plain_rows_blank(tmp_path, capsys, fashion):

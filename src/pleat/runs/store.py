@@ -230,7 +230,7 @@ class RunStore:
         pointer = self._pointer()
         if pointer is None:
             return None, ""
-        if not any((self.dir / p["checkpoint"]).exists() for p in (pointer, pointer.get("previous")) if p):
+        if on_disk(self.dir, pointer) is None:
             # a store copied without its checkpoints (git, a GPU session's tarball): nothing to resume from
             return None, (
                 f"{self.dir} holds none of its checkpoints (copied without them?); training it again from epoch 0"
@@ -281,14 +281,20 @@ def import_run(config: Config, env: dict, metrics: list[dict], result: dict) -> 
     return result
 
 
+def on_disk(run_dir: Path, pointer: dict) -> dict | None:
+    """The newest checkpoint that state.json's `pointer` names and the folder holds (not verified), or None."""
+    return next((p for p in (pointer, pointer.get("previous")) if p and (run_dir / p["checkpoint"]).exists()), None)
+
+
 def trained_epochs(run_dir: Path, epochs: int) -> int:
-    """The epochs a run folder holds, read without loading anything: all of them once finished, else its latest
-    checkpoint's, 0 before the first, without its checkpoint file, or when the run trains elsewhere (as Ray's do)."""
+    """The epochs a run folder holds, read without loading anything: all of them once finished, else those of the
+    newest checkpoint it holds, 0 before the first, without any checkpoint file, or when the run trains elsewhere
+    (as Ray's do)."""
     if (run_dir / "result.json").exists():
         return epochs
     try:
-        pointer = json.loads((run_dir / "state.json").read_text())
-        return int(pointer["epoch"]) if (run_dir / pointer["checkpoint"]).exists() else 0
+        present = on_disk(run_dir, json.loads((run_dir / "state.json").read_text()))
+        return int(present["epoch"]) if present else 0
     except (OSError, ValueError, KeyError, TypeError):
         return 0
 
